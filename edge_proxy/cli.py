@@ -1,0 +1,213 @@
+"""Command line: ``edge-proxy run | check | gateway | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .drivers import registry
+
+log = logging.getLogger("edge_proxy")
+EXIT_CONFIG = 2
+
+
+def _load(path: str) -> Config:
+    return load_config(path, check_link=registry.check_link)
+
+
+def _print_errors(path: str, exc: ConfigError) -> None:
+    print(f"{path}: {len(exc.errors)} configuration error(s):", file=sys.stderr)
+    for line in exc.errors:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header]] + [[("-" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a config; print its links, devices and profiles."""
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(args.config, exc)
+        return EXIT_CONFIG
+    link_rows = []
+    for name, link in config.links.items():
+        where = f"{link.host}:{link.port}" if link.host else (link.port or "")
+        link_rows.append((name, link.driver, where, f"{link.timeout:g}s"))
+    for dev in config.devices:
+        if not isinstance(dev.link, str):
+            link = dev.link
+            where = f"{link.host}:{link.port}" if link.host else (link.port or "")
+            link_rows.append((config.link_name_of(dev), link.driver, where, f"{link.timeout:g}s"))
+    dev_rows = [
+        (d.id, d.type, d.profile, config.link_name_of(d), d.unit,
+         "yes" if d.enabled else "no")
+        for d in config.devices
+    ]
+    prof_rows = [(n, len(p.points), ", ".join(p.commands) or "-") for n, p in
+                 config.profiles.items()]
+    print(f"{args.config}: OK (edge {config.edge.id}, gateway {config.gateway.url})\n")
+    print("Links\n" + _table(link_rows, ("name", "driver", "address", "timeout")) + "\n")
+    print("Devices\n" + _table(dev_rows, ("id", "type", "profile", "link", "unit", "enabled")))
+    print("\nProfiles\n" + _table(prof_rows, ("name", "points", "commands")))
+    return 0
+
+
+def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
+    from .logsetup import setup_logging
+
+    secrets = []
+    if config is not None and config.gateway.token is not None:
+        secrets.append(config.gateway.token.get_secret_value())
+    setup_logging(args.log_level, args.log_format, secrets)
+
+
+async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run the daemon until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
+    from .daemon import Daemon
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon(config)
+    log.info("edge-proxy %s starting: edge %s, %d devices, %d links", __version__,
+             config.edge.id, len(daemon.devices), len(daemon.links))
+    await daemon.start()
+    await stop.wait()
+    await daemon.stop()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon."""
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(args.config, exc)
+        return EXIT_CONFIG
+    _setup_logging(args, config)
+    return asyncio.run(run_daemon(config))
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Run the development Gateway."""
+    from .devgateway import DevGateway
+
+    async def main() -> int:
+        gw = DevGateway(args.host, args.port, printer=lambda line: print(line, flush=True))
+        port = await gw.start()
+        print(f"development Gateway listening on ws://{args.host}:{port}", flush=True)
+        print("type commands as JSON lines or: [edge:]device CODE key=value ...", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        feeders = []
+        sources: list[Any] = [open(args.script, "rb")] if args.script else []  # noqa: SIM115
+        if not args.no_stdin:
+            sources.append(sys.stdin.buffer)
+        for src in sources:
+            reader = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), src)
+            if src is not sys.stdin.buffer:
+                await gw.wait_for(lambda m: m.get("type") == "REGISTER", timeout=3600)
+            feeders.append(asyncio.create_task(gw.feed(reader)))
+        await stop.wait()
+        for task in feeders:
+            task.cancel()
+        await gw.stop()
+        return 0
+
+    return asyncio.run(main())
+
+
+def default_example() -> Path:
+    """``config.example.yaml`` of the current directory, else the copy inside the package."""
+    local = Path("config.example.yaml")
+    if local.is_file():
+        return local
+    return Path(str(resources.files("edge_proxy").joinpath("config.example.yaml")))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run a Gateway and an edge in one process and show a short command exchange."""
+    from .demo import run_demo
+
+    path = args.config or str(default_example())
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        _print_errors(path, exc)
+        return EXIT_CONFIG
+    _setup_logging(args, config)
+    return asyncio.run(run_demo(config, print))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``edge-proxy``."""
+    parser = argparse.ArgumentParser(
+        prog="edge-proxy",
+        description="Edge daemon between a Subway-protocol Gateway and field devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def logging_opts(p: argparse.ArgumentParser, level: str = "info") -> None:
+        p.add_argument("--log-level", default=level,
+                       choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log-format", default="text", choices=["text", "json"])
+
+    p_run = sub.add_parser("run", help="run the daemon")
+    p_run.add_argument("--config", "-c", required=True, help="YAML config file")
+    logging_opts(p_run)
+    p_run.set_defaults(func=cmd_run)
+
+    p_check = sub.add_parser("check", help="validate a config file and print what it defines")
+    p_check.add_argument("--config", "-c", required=True)
+    p_check.set_defaults(func=cmd_check)
+
+    p_gw = sub.add_parser("gateway", help="a local development Gateway")
+    p_gw.add_argument("--host", default="127.0.0.1")
+    p_gw.add_argument("--port", type=int, default=18081)
+    p_gw.add_argument("--script", help="a file of commands (JSON lines) sent once an edge "
+                      "registers")
+    p_gw.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
+    p_gw.set_defaults(func=cmd_gateway)
+
+    p_demo = sub.add_parser("demo", help="Gateway + edge on simulated devices, in one process")
+    p_demo.add_argument("--config", "-c", help="default: config.example.yaml")
+    logging_opts(p_demo, "warning")
+    p_demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edge-proxy`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,732 @@
+"""Configuration: YAML -> validated, frozen config objects, with errors that name their path.
+
+Loading runs in three passes so that one run reports every problem at once:
+
+1. YAML is parsed and ``${VAR}`` / ``${VAR:-default}`` are replaced from the environment;
+2. the tree is validated against the pydantic models below (shape, types, ranges);
+3. cross-references are checked (unique ids, known profiles/links/drivers/points, unit clashes).
+
+Every error is a single line ``path: problem (got value)`` so an operator can fix a device map
+without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import EdgeProxyError
+
+# ---------------------------------------------------------------------------- values
+
+_DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "k": 1000,
+    "K": 1024,
+    "KB": 1000,
+    "M": 1024**2,
+    "MB": 1000**2,
+    "G": 1024**3,
+    "GB": 1000**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Turn ``1.5``, ``"250ms"``, ``"5s"``, ``"2m"`` or ``"1h"`` into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 5s or 250ms")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError("expected a duration such as 5s, 250ms, 2m or a number of seconds")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Turn ``65536``, ``"64KiB"`` or ``"16MiB"`` into a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64KiB")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    else:
+        raise ValueError("expected a size such as 65536, 64KiB or 16MiB")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(
+    tree: object, env: Mapping[str, str], path: str = "", errors: list[str] | None = None
+) -> object:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    errs = errors if errors is not None else []
+    if isinstance(tree, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errs.append(
+                f"{path or '<root>'}: environment variable {name} is not set "
+                f"and has no default (write ${{{name}:-default}} to give one)"
+            )
+            return ""
+
+        return _ENV_RE.sub(sub, tree)
+    if isinstance(tree, dict):
+        return {k: interpolate_env(v, env, _join(path, k), errs) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [interpolate_env(v, env, f"{path}[{i}]", errs) for i, v in enumerate(tree)]
+    return tree
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EdgeConfig(_Model):
+    """Who this edge is on the Gateway."""
+
+    id: str = Field(min_length=1, description="Our clientId on the Gateway.")
+    name: str | None = Field(None, description="Human name, sent in REGISTER clientInfo.")
+
+    @field_validator("id")
+    @classmethod
+    def _no_colon(cls, v: str) -> str:
+        if ":" in v or v.strip() != v:
+            raise ValueError("must not contain ':' or surrounding spaces")
+        return v
+
+
+class TlsConfig(_Model):
+    """TLS settings for a wss:// Gateway."""
+
+    ca_file: str | None = Field(None, description="CA bundle that signs the Gateway certificate.")
+    cert_file: str | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: str | None = Field(None, description="Private key of the client certificate.")
+    verify: bool = Field(True, description="Verify the Gateway certificate and host name.")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsConfig:
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file is set but cert_file is not")
+        return self
+
+
+class ReconnectConfig(_Model):
+    """Exponential backoff with jitter between connection attempts."""
+
+    initial: Duration = Field(0.5, description="First retry delay.")
+    max: Duration = Field(30.0, description="Longest retry delay.")
+    jitter: float = Field(0.2, ge=0.0, le=1.0, description="Random spread, a fraction of the delay.")
+
+    @model_validator(mode="after")
+    def _order(self) -> ReconnectConfig:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}s) is greater than max ({self.max}s)")
+        if self.max <= 0:
+            raise ValueError("max must be above 0")
+        return self
+
+
+class OutboxConfig(_Model):
+    """Bounds of the queue of messages waiting for the Gateway."""
+
+    max_messages: int = Field(10000, ge=1, description="Most messages kept while the link is down.")
+    max_bytes: Size = Field(16 * 1024**2, ge=1024, description="Most bytes kept.")
+    spool: str | None = Field(None, description="On-disk spool file for terminal messages.")
+
+
+class GatewayConfig(_Model):
+    """The upstream WebSocket session."""
+
+    url: str = Field(description="ws:// or wss:// address of the Gateway.")
+    token: SecretStr | None = Field(None, description="Bearer token; never logged.")
+    tls: TlsConfig | None = None
+    heartbeat_interval: Duration = Field(30.0, gt=0, description="HEARTBEAT period.")
+    ping_interval: Duration = Field(20.0, gt=0, description="WebSocket ping period.")
+    ping_timeout: Duration = Field(20.0, gt=0, description="Pong wait before the link is dead.")
+    open_timeout: Duration = Field(10.0, gt=0, description="Connect + handshake limit.")
+    max_message_size: Size = Field(1024**2, ge=1024, description="Largest accepted frame.")
+    reconnect: ReconnectConfig = ReconnectConfig()
+    outbox: OutboxConfig = OutboxConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not re.match(r"^wss?://[^/\s]+", v):
+            raise ValueError("expected a ws:// or wss:// URL")
+        return v
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token(cls, v: object) -> object:
+        return None if v == "" else v
+
+
+_TABLE_ALIASES = {
+    "coil": "coil",
+    "coils": "coil",
+    "discrete_input": "discrete_input",
+    "discrete_inputs": "discrete_input",
+    "di": "discrete_input",
+    "input": "input",
+    "ir": "input",
+    "input_register": "input",
+    "input_registers": "input",
+    "holding": "holding",
+    "hr": "holding",
+    "holding_register": "holding",
+    "holding_registers": "holding",
+}
+PointType = Literal[
+    "bool",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "string",
+]
+
+
+class PointConfig(_Model):
+    """A typed value on a device (a Modbus register, bits, or a simulated value)."""
+
+    table: Literal["coil", "discrete_input", "input", "holding"] = Field(
+        "holding", description="coil, discrete_input, input or holding (aliases accepted)."
+    )
+    address: int = Field(0, ge=0, le=65535, description="0-based register or bit address.")
+    type: PointType = Field(None, description="Value type; uint16 for registers, bool for bits.")  # type: ignore[assignment]
+    length: int | None = Field(None, ge=1, le=123, description="String length in registers.")
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    bit: int | None = Field(None, ge=0, le=15, description="One bit of a register, as bool.")
+    scale: float | None = Field(None, description="engineering = raw * scale + offset.")
+    offset: float | None = None
+    access: Literal["r", "rw", "w"] = "r"
+    min: float | None = Field(None, description="Lowest value a write may set.")
+    max: float | None = Field(None, description="Highest value a write may set.")
+    unit: str | None = None
+    description: str | None = None
+
+    @field_validator("table", mode="before")
+    @classmethod
+    def _table_alias(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip().lower() in _TABLE_ALIASES:
+            return _TABLE_ALIASES[v.strip().lower()]
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_type(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("type") is None:
+            table = _TABLE_ALIASES.get(str(data.get("table", "holding")).lower(), "holding")
+            bitwise = table in ("coil", "discrete_input") or data.get("bit") is not None
+            data = {**data, "type": "bool" if bitwise else "uint16"}
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PointConfig:
+        bit_table = self.table in ("coil", "discrete_input")
+        if bit_table and self.type != "bool":
+            raise ValueError(f"a {self.table} point holds a bool, not {self.type}")
+        if bit_table and self.bit is not None:
+            raise ValueError("bit applies to register tables only")
+        if self.bit is not None and self.type != "bool":
+            raise ValueError(f"a point with bit is a bool, not {self.type}")
+        if not bit_table and self.bit is None and self.type == "bool":
+            raise ValueError("a bool in a register table needs bit: 0-15")
+        if self.type == "string" and self.length is None:
+            raise ValueError("a string point needs length (in registers)")
+        if self.type != "string" and self.length is not None:
+            raise ValueError("length applies to string points only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.scale == 0:
+            raise ValueError("scale cannot be 0")
+        if self.table in ("input", "discrete_input") and self.access != "r":
+            raise ValueError(f"a {self.table} point is read-only; access must be r")
+        return self
+
+    @property
+    def readable(self) -> bool:
+        """Whether reads are allowed."""
+        return "r" in self.access
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes are allowed."""
+        return "w" in self.access
+
+
+ParamType = Literal["int", "float", "number", "bool", "string"]
+
+
+class ParamConfig(_Model):
+    """One declared parameter of a profile command."""
+
+    type: ParamType = "number"
+    min: float | None = None
+    max: float | None = None
+    required: bool = False
+    default: Any = None
+    choices: list[Any] | None = None
+    description: str | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_alias(cls, v: object) -> object:
+        aliases = {"integer": "int", "str": "string", "boolean": "bool", "double": "float"}
+        return aliases.get(v, v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _range(self) -> ParamConfig:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+
+class StepConfig(_Model):
+    """One step of a named multi-step command: exactly one of write, read, delay, command."""
+
+    write: dict[str, Any] | None = None
+    read: list[str] | None = None
+    delay: Duration | None = None
+    command: str | None = Field(None, description="Run another command of the same profile.")
+    continue_on_error: bool = Field(False, alias="continueOnError")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> StepConfig:
+        given = [k for k in ("write", "read", "delay", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a step needs exactly one of write, read, delay, command"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class CommandConfig(_Model):
+    """A profile command: point writes/reads, steps, or a line-protocol request."""
+
+    description: str | None = None
+    params: dict[str, ParamConfig] = {}
+    write: dict[str, Any] | None = None
+    read: list[str] | None = None
+    steps: list[StepConfig] | None = None
+    request: str | None = Field(None, description="Line protocol request template.")
+    expect: str | None = Field(None, description="Regular expression the reply must match.")
+    timeout: Duration | None = Field(None, description="Per-command reply timeout override.")
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @field_validator("request")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                list(string.Formatter().parse(v))
+            except ValueError as exc:
+                raise ValueError(f"not a valid request template: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _has_action(self) -> CommandConfig:
+        if self.steps is not None and (self.write or self.read or self.request):
+            raise ValueError("steps cannot be combined with write, read or request")
+        if self.request is not None and (self.write or self.read):
+            raise ValueError("request cannot be combined with write or read")
+        if self.expect is not None and self.request is None:
+            raise ValueError("expect needs request")
+        if self.write is None and self.read is None and self.steps is None and not self.request:
+            raise ValueError("a command needs write, read, steps or request")
+        return self
+
+    def bound_params(self) -> set[str]:
+        """Names of parameters the command's templates refer to."""
+        names: set[str] = set()
+        for value in (self.write or {}).values():
+            names |= _template_names(value)
+        for step in self.steps or ():
+            for value in (step.write or {}).values():
+                names |= _template_names(value)
+        if self.request:
+            names |= _template_names(self.request)
+        return names
+
+
+def _template_names(value: object) -> set[str]:
+    if not isinstance(value, str):
+        return set()
+    try:
+        return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value) if f}
+    except ValueError:
+        return set()
+
+
+class LineConfig(_Model):
+    """Framing of a text line protocol."""
+
+    terminator: str = Field("\r\n", min_length=1)
+    encoding: str = "ascii"
+    max_line: Size = Field(4096, ge=16, description="Longest reply line accepted.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
+
+
+class PollConfig(_Model):
+    """Periodic reads sent to the Gateway as telemetry."""
+
+    interval: Duration = Field(gt=0)
+    points: list[str] = Field(min_length=1)
+
+
+class ProfileConfig(_Model):
+    """What a kind of device can do."""
+
+    description: str | None = None
+    points: dict[str, PointConfig] = {}
+    commands: dict[str, CommandConfig] = {}
+    line: LineConfig | None = None
+    poll: PollConfig | None = None
+
+
+class LinkConfig(BaseModel):
+    """A physical connection shared by the devices that name it; drivers may add keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    driver: str = Field(min_length=1)
+    host: str | None = None
+    port: int | str | None = Field(None, description="TCP port, or serial device path.")
+    baudrate: int = Field(9600, gt=0)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    timeout: Duration = Field(1.0, gt=0, description="Per-transaction timeout.")
+    connect_timeout: Duration | None = Field(None, gt=0, description="Default: timeout.")
+    turnaround: Duration = Field(0.0, description="Quiet time between two transactions.")
+    offline_after: int = Field(3, ge=1, description="Failures in a row before offline.")
+    health_interval: Duration = Field(30.0, gt=0, description="Idle device check period.")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("parity", mode="before")
+    @classmethod
+    def _parity_upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @property
+    def extra_keys(self) -> dict[str, Any]:
+        """Driver-specific keys not known to the core."""
+        return dict(self.model_extra or {})
+
+
+class DeviceConfig(_Model):
+    """One field device."""
+
+    id: str = Field(min_length=1)
+    type: str = Field("device", min_length=1, description="deviceType on the wire.")
+    profile: str
+    link: str | LinkConfig
+    unit: int | None = Field(None, ge=0, le=247, description="Modbus unit id; default 1.")
+    enabled: bool = True
+    name: str | None = None
+    description: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_chars(cls, v: str) -> str:
+        if ":" in v or "," in v or "*" in v or v.strip() != v:
+            raise ValueError("must not contain ':', ',', '*' or surrounding spaces")
+        return v
+
+
+class CommandsConfig(_Model):
+    """Limits and memory of the command engine."""
+
+    dedup_window: Duration = Field(600.0, description="How long a finished requestRef is kept.")
+    dedup_max: int = Field(100000, ge=1, description="Most requestRefs remembered.")
+    max_queued_per_link: int = Field(1000, ge=1)
+    max_queued: int = Field(10000, ge=1)
+    max_batch_targets: int = Field(5000, ge=1)
+    max_steps: int = Field(100, ge=1)
+    default_timeout: Duration = Field(5.0, gt=0, description="When a COMMAND has no timeout.")
+    shutdown_grace: Duration = Field(10.0, description="In-flight wait on SIGINT/SIGTERM.")
+    aging: Duration = Field(2.0, gt=0, description="Queue wait that lifts a command one priority.")
+
+
+class MetricsConfig(_Model):
+    """Local HTTP endpoint for /metrics and /healthz."""
+
+    listen: str | None = None
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    edge: EdgeConfig
+    gateway: GatewayConfig
+    links: dict[str, LinkConfig] = {}
+    profiles: dict[str, ProfileConfig] = {}
+    devices: list[DeviceConfig] = []
+    commands: CommandsConfig = CommandsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    def link_of(self, device: DeviceConfig) -> LinkConfig:
+        """The link mapping a device uses, named or inline."""
+        return device.link if isinstance(device.link, LinkConfig) else self.links[device.link]
+
+    def link_name_of(self, device: DeviceConfig) -> str:
+        """A stable name for a device's link (inline links are named after their device)."""
+        return device.link if isinstance(device.link, str) else f"{device.id}/link"
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+class ConfigError(EdgeProxyError):
+    """A configuration that cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+
+
+def _loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue
+        else:
+            out = _join(out, part)
+    return out or "<root>"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format_validation(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = _loc(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            out.append(f"{loc}: unknown key (check its spelling)")
+        elif err["type"] == "missing":
+            out.append(f"{loc}: required key is missing")
+        else:
+            out.append(f"{loc}: {msg} (got {_short(err.get('input'))})")
+    return out
+
+
+DriverChecker = Callable[[str, LinkConfig], list[str]]
+
+
+def validate_tree(tree: object, check_link: DriverChecker | None = None) -> Config:
+    """Validate an already-interpolated tree; raise ConfigError listing every problem."""
+    if not isinstance(tree, dict):
+        raise ConfigError([f"<root>: expected a mapping of sections (got {_short(tree)})"])
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+    errors = cross_check(config, check_link)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    check_link: DriverChecker | None = None,
+) -> Config:
+    """Read, interpolate and validate a YAML config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the file ({exc.strerror or exc})"]) from None
+    return load_config_text(text, env, check_link, source=str(path))
+
+
+def load_config_text(
+    text: str,
+    env: Mapping[str, str] | None = None,
+    check_link: DriverChecker | None = None,
+    source: str = "<config>",
+) -> Config:
+    """Parse and validate YAML text (see load_config)."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{source}:{where}: not valid YAML: {problem}"]) from None
+    errors: list[str] = []
+    tree = interpolate_env(tree, os.environ if env is None else env, "", errors)
+    if errors:
+        raise ConfigError(errors)
+    return validate_tree(tree, check_link)
+
+
+def _link_identity(config: Config, device: DeviceConfig) -> tuple[object, ...]:
+    link = config.link_of(device)
+    if isinstance(device.link, str):
+        return ("named", device.link)
+    return (link.driver, link.host, link.port)
+
+
+def cross_check(config: Config, check_link: DriverChecker | None = None) -> list[str]:
+    """Check references between sections; return one line per problem."""
+    errors: list[str] = []
+    for pname, profile in config.profiles.items():
+        errors += _check_profile(f"profiles.{pname}", profile, config.commands.max_steps)
+
+    seen_ids: dict[str, int] = {}
+    units: dict[tuple[object, ...], dict[int, str]] = {}
+    for i, dev in enumerate(config.devices):
+        at = f"devices[{i}]"
+        if dev.id in seen_ids:
+            errors.append(f"{at}.id: {dev.id!r} is already used by devices[{seen_ids[dev.id]}]")
+        else:
+            seen_ids[dev.id] = i
+        if dev.profile not in config.profiles:
+            known = ", ".join(sorted(config.profiles)) or "none defined"
+            errors.append(f"{at}.profile: unknown profile {dev.profile!r} (known: {known})")
+        if isinstance(dev.link, str) and dev.link not in config.links:
+            known = ", ".join(sorted(config.links)) or "none defined"
+            errors.append(f"{at}.link: unknown link {dev.link!r} (known: {known})")
+            continue
+        link = config.link_of(dev)
+        if isinstance(dev.link, LinkConfig) and check_link is not None:
+            errors += [f"{at}.link{m}" for m in check_link(link.driver, link)]
+        if dev.enabled:
+            unit = 1 if dev.unit is None else dev.unit
+            by_unit = units.setdefault(_link_identity(config, dev), {})
+            if unit in by_unit and link.driver.startswith("modbus"):
+                errors.append(
+                    f"{at}.unit: unit {unit} is already used on this link by {by_unit[unit]!r}"
+                )
+            by_unit.setdefault(unit, dev.id)
+    if check_link is not None:
+        for name, link in config.links.items():
+            errors += [f"links.{name}{m}" for m in check_link(link.driver, link)]
+    return errors
+
+
+def _check_points_used(
+    at: str, names: Iterable[str], profile: ProfileConfig, *, write: bool
+) -> list[str]:
+    errors = []
+    for name in names:
+        point = profile.points.get(name)
+        if point is None:
+            errors.append(f"{at}: point {name!r} is not declared in the profile's points")
+        elif write and not point.writable:
+            errors.append(f"{at}: point {name!r} is not writable (access: {point.access})")
+        elif not write and not point.readable:
+            errors.append(f"{at}: point {name!r} is write-only (access: {point.access})")
+    return errors
+
+
+def _check_profile(at: str, profile: ProfileConfig, max_steps: int) -> list[str]:
+    errors: list[str] = []
+    for cname, cmd in profile.commands.items():
+        cat = f"{at}.commands.{cname}"
+        for pname in cmd.bound_params() - set(cmd.params):
+            errors.append(f"{cat}: refers to parameter {{{pname}}} that params does not declare")
+        if cmd.write is not None:
+            errors += _check_points_used(f"{cat}.write", cmd.write, profile, write=True)
+        if cmd.read is not None:
+            errors += _check_points_used(f"{cat}.read", cmd.read, profile, write=False)
+        if cmd.request is not None and profile.line is None:
+            errors.append(f"{cat}.request: the profile needs a line: section for requests")
+        if cmd.steps is not None and len(cmd.steps) > max_steps:
+            errors.append(f"{cat}.steps: {len(cmd.steps)} steps is above max_steps {max_steps}")
+        for j, step in enumerate(cmd.steps or ()):
+            sat = f"{cat}.steps[{j}]"
+            if step.write is not None:
+                errors += _check_points_used(f"{sat}.write", step.write, profile, write=True)
+            if step.read is not None:
+                errors += _check_points_used(f"{sat}.read", step.read, profile, write=False)
+            if step.command is not None:
+                target = profile.commands.get(step.command)
+                if target is None:
+                    errors.append(f"{sat}.command: unknown command {step.command!r}")
+                elif target.steps is not None:
+                    errors.append(f"{sat}.command: {step.command!r} has steps itself (no nesting)")
+    if profile.poll is not None:
+        errors += _check_points_used(f"{at}.poll.points", profile.poll.points, profile, write=False)
+    return errors

@@ -1,0 +1,225 @@
+"""The driver API that plugin authors implement, and the entry-point registry that finds drivers.
+
+A driver is a :class:`Driver` subclass registered under the entry-point group
+``edge_proxy.drivers``. It names two classes:
+
+* a :class:`Link`, which owns one physical connection (a serial port, a TCP socket) and is
+  shared by every device configured on it; the core guarantees that only one operation runs
+  on a link at a time, so a link never needs its own lock;
+* a :class:`Device`, the adapter for one device on that link: ``read``, ``write``, ``execute``.
+
+Drivers raise the exceptions of :mod:`edge_proxy.errors` (``DeviceTimeout``, ``DeviceException``,
+``LinkIOError``...) and call :func:`checkpoint` before each wire transaction, so a cancelled or
+expired command stops between two transactions and never in the middle of one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping, Sequence
+from importlib import metadata
+from typing import Any, ClassVar
+
+from .config import DeviceConfig, LinkConfig, ProfileConfig
+from .errors import DeviceException, DriverError, OperationAborted
+
+ENTRY_POINT_GROUP = "edge_proxy.drivers"
+log = logging.getLogger(__name__)
+
+
+class OperationContext:
+    """The command a driver is working for: lets the core stop it between transactions."""
+
+    __slots__ = ("deadline", "reason", "request_ref")
+
+    def __init__(self, request_ref: str | None = None, deadline: float | None = None) -> None:
+        self.request_ref = request_ref
+        self.deadline = deadline
+        self.reason: str | None = None
+
+    def abort(self, reason: str) -> None:
+        """Ask the running operation to stop before its next transaction."""
+        if self.reason is None:
+            self.reason = reason
+
+    def check(self) -> None:
+        """Raise OperationAborted if the command was cancelled or has expired."""
+        if self.reason is not None:
+            raise OperationAborted(self.reason)
+
+
+_current: contextvars.ContextVar[OperationContext | None] = contextvars.ContextVar(
+    "edge_proxy_operation", default=None
+)
+
+
+def current_operation() -> OperationContext | None:
+    """The OperationContext of the operation running in this task, if any."""
+    return _current.get()
+
+
+def set_current_operation(ctx: OperationContext | None) -> contextvars.Token[Any]:
+    """Bind an OperationContext to the running task (used by the core's link worker)."""
+    return _current.set(ctx)
+
+
+def checkpoint() -> None:
+    """Call before each wire transaction: raises OperationAborted if the command must stop."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.check()
+
+
+class Link(ABC):
+    """One physical connection, shared by the devices configured on it."""
+
+    def __init__(self, name: str, config: LinkConfig) -> None:
+        self.name = name
+        self.config = config
+
+    @property
+    @abstractmethod
+    def is_open(self) -> bool:
+        """Whether the connection is usable right now."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open the connection; raise LinkIOError (or OSError) when it cannot be opened."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connection; calling it on a closed link does nothing."""
+
+
+class Device(ABC):
+    """The adapter for one device on a link."""
+
+    def __init__(self, link: Link, config: DeviceConfig, profile: ProfileConfig) -> None:
+        self.link = link
+        self.config = config
+        self.profile = profile
+
+    @property
+    def unit(self) -> int:
+        """The device's unit (slave) id; 1 when the config gives none."""
+        return 1 if self.config.unit is None else self.config.unit
+
+    @abstractmethod
+    async def read(self, points: Sequence[str]) -> dict[str, Any]:
+        """Read the named points (already checked readable) and return their values."""
+
+    @abstractmethod
+    async def write(self, values: Mapping[str, Any]) -> None:
+        """Write the named points (already checked writable and in range)."""
+
+    async def execute(self, command: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Run a profile command that has a ``request`` (text protocols); return result values."""
+        raise DeviceException(f"driver cannot run request command {command!r}")
+
+    async def health(self) -> None:
+        """Check that the device answers: a profile ``health`` command, else one readable point."""
+        if "health" in self.profile.commands and self.profile.commands["health"].request:
+            await self.execute("health", {})
+            return
+        readable = [n for n, p in self.profile.points.items() if p.readable]
+        if readable:
+            await self.read(readable[:1])
+        elif not self.link.is_open:
+            await self.link.open()
+
+
+class Driver:
+    """A driver as registered under the ``edge_proxy.drivers`` entry-point group."""
+
+    name: ClassVar[str] = ""
+    link_class: ClassVar[type[Link]]
+    device_class: ClassVar[type[Device]]
+    #: Link keys the driver accepts beyond the core's (``driver``, ``host``, ``port``...).
+    extra_link_keys: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the link is a serial line (sharing is then by port path).
+    serial: ClassVar[bool] = False
+    #: Whether devices need a ``host`` / ``port``.
+    needs_host: ClassVar[bool] = False
+    needs_port: ClassVar[bool] = False
+
+    @classmethod
+    def check_link(cls, link: LinkConfig) -> list[str]:
+        """Problems of a link mapping for this driver, each as ``.key: problem``."""
+        errors = []
+        for key in link.extra_keys:
+            if key not in cls.extra_link_keys:
+                errors.append(f".{key}: unknown key for driver {link.driver!r}")
+        if cls.needs_host and not link.host:
+            errors.append(f".host: driver {link.driver!r} needs a host")
+        if cls.needs_port and link.port is None:
+            errors.append(f".port: driver {link.driver!r} needs a port")
+        if cls.serial and link.port is not None and not isinstance(link.port, str):
+            errors.append(f".port: a serial driver needs a device path (got {link.port!r})")
+        if cls.needs_host and link.port is not None and not isinstance(link.port, int):
+            errors.append(f".port: a TCP driver needs a port number (got {link.port!r})")
+        if isinstance(link.port, int) and not 0 < link.port < 65536:
+            errors.append(f".port: {link.port} is not a TCP port number")
+        return errors
+
+    @classmethod
+    def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
+        """Devices whose links give the same key share one connection."""
+        if cls.serial:
+            return ("serial", link.port)
+        if cls.needs_host:
+            return (link.driver, link.host, link.port)
+        return ("link", link_name)
+
+
+class DriverRegistry:
+    """Finds drivers by name through entry points, importing each only when it is used."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, type[Driver]] = {}
+        self._extra: dict[str, type[Driver]] = {}
+
+    def register(self, name: str, driver: type[Driver]) -> None:
+        """Register a driver class directly (tests, embedding)."""
+        self._extra[name] = driver
+
+    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
+        return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+    def names(self) -> list[str]:
+        """Names of every installed driver."""
+        return sorted(set(self._entry_points()) | set(self._extra))
+
+    def get(self, name: str) -> type[Driver]:
+        """The driver class called ``name``; DriverError if it is missing or broken."""
+        if name in self._extra:
+            return self._extra[name]
+        if name in self._loaded:
+            return self._loaded[name]
+        eps = self._entry_points()
+        ep = eps.get(name)
+        if ep is None:
+            known = ", ".join(sorted(set(eps) | set(self._extra))) or "none"
+            raise DriverError(f"no driver named {name!r} is installed (installed: {known})")
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise DriverError(
+                f"driver {name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not (isinstance(obj, type) and issubclass(obj, Driver)):
+            raise DriverError(f"driver {name!r} ({ep.value}) is not an edge_proxy Driver class")
+        self._loaded[name] = obj
+        return obj
+
+    def check_link(self, driver: str, link: LinkConfig) -> list[str]:
+        """Config checker: the driver exists, loads, and accepts the link mapping."""
+        try:
+            cls = self.get(driver)
+        except DriverError as exc:
+            return [f".driver: {exc}"]
+        return cls.check_link(link)
+
+
+registry = DriverRegistry()

@@ -1,0 +1,267 @@
+"""Turn a checked COMMAND into a plan of device steps, validating everything before anything runs.
+
+Pure code over config objects: a typo in step 5 of a COMPLEX command, a value out of range, or a
+write to a read-only point is a :class:`~edge_proxy.errors.RequestError` here, so steps 1-4
+never touch a device.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import points as pointcodec
+from .config import CommandConfig, ParamConfig, ProfileConfig
+from .errors import RequestError
+
+_WHOLE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+@dataclass
+class Step:
+    """One unit of device work (or a pause) inside a command."""
+
+    device_id: str
+    kind: str  # "read" | "write" | "execute" | "delay"
+    label: str
+    points: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    delay: float = 0.0
+    continue_on_error: bool = False
+
+
+def _bad(message: str, fieldname: str) -> RequestError:
+    return RequestError("INVALID_PARAMETERS", message, {"field": fieldname})
+
+
+def _denied(message: str, fieldname: str) -> RequestError:
+    return RequestError("ACCESS_DENIED", message, {"field": fieldname})
+
+
+def check_param(name: str, spec: ParamConfig, value: Any, where: str) -> Any:
+    """Check one parameter against its declaration; return the value to use."""
+    at = f"{where}.{name}"
+    kind = spec.type
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _bad(f"{name}: expected true or false, got {value!r}", at)
+    elif kind == "string":
+        if not isinstance(value, str):
+            raise _bad(f"{name}: expected a string, got {value!r}", at)
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(f"{name}: expected a number, got {value!r}", at)
+        if not math.isfinite(value):
+            raise _bad(f"{name}: {value!r} is not a finite number", at)
+        if kind == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise _bad(f"{name}: expected an integer, got {value!r}", at)
+                value = int(value)
+        if spec.min is not None and value < spec.min:
+            raise _bad(f"{name}: {value!r} is below the minimum {spec.min:g}", at)
+        if spec.max is not None and value > spec.max:
+            raise _bad(f"{name}: {value!r} is above the maximum {spec.max:g}", at)
+    if spec.choices is not None and value not in spec.choices:
+        raise _bad(f"{name}: {value!r} is not one of {spec.choices!r}", at)
+    return value
+
+
+def check_params(cmd_name: str, cmd: CommandConfig, given: Mapping[str, Any], where: str) -> dict[
+    str, Any
+]:
+    """Check a command's parameters: no unknown names, required ones present, types, ranges."""
+    for name in given:
+        if name not in cmd.params:
+            declared = ", ".join(sorted(cmd.params)) or "none"
+            raise _bad(
+                f"{cmd_name} has no parameter {name!r} (declared: {declared})", f"{where}.{name}"
+            )
+    out: dict[str, Any] = {}
+    for name, spec in cmd.params.items():
+        if name in given:
+            out[name] = check_param(name, spec, given[name], where)
+        elif spec.required:
+            raise _bad(f"{cmd_name}: parameter {name!r} is required", f"{where}.{name}")
+        elif spec.default is not None:
+            out[name] = spec.default
+    return out
+
+
+def bind(value: Any, params: Mapping[str, Any], where: str) -> Any:
+    """Replace ``"{name}"`` with a parameter (keeping its type) or format a template string."""
+    if not isinstance(value, str):
+        return value
+    m = _WHOLE_PARAM.match(value)
+    if m:
+        if m.group(1) not in params:
+            raise _bad(f"parameter {m.group(1)!r} has no value", where)
+        return params[m.group(1)]
+    if "{" not in value:
+        return value
+    try:
+        return value.format(**params)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _bad(f"cannot fill template {value!r}: {exc}", where) from None
+
+
+def check_reads(profile: ProfileConfig, names: Any, where: str) -> list[str]:
+    """Check a list of point names for reading."""
+    if names is None:
+        return [n for n, p in profile.points.items() if p.readable]
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _bad("points must be a list of point names", where)
+    if not names:
+        raise _bad("points is empty", where)
+    for i, name in enumerate(names):
+        point = profile.points.get(name)
+        if point is None:
+            raise _bad(f"unknown point {name!r}", f"{where}[{i}]")
+        if not point.readable:
+            raise _denied(f"point {name!r} is write-only", f"{where}[{i}]")
+    return list(dict.fromkeys(names))
+
+
+def check_writes(profile: ProfileConfig, values: Any, where: str) -> dict[str, Any]:
+    """Check point values for writing: declared, writable, right type, in range."""
+    if not isinstance(values, dict) or not values:
+        raise _bad("values must be a non-empty object of point: value", where)
+    for name, value in values.items():
+        at = f"{where}.{name}"
+        point = profile.points.get(name)
+        if point is None:
+            raise _bad(f"unknown point {name!r}", at)
+        if not point.writable:
+            raise _denied(f"point {name!r} is read-only", at)
+        try:
+            pointcodec.check_write_value(point, value)
+        except pointcodec.PointValueError as exc:
+            raise _bad(f"{name}: {exc}", at) from None
+    return dict(values)
+
+
+def _profile_steps(
+    device_id: str, profile: ProfileConfig, code: str, cmd: CommandConfig, params: dict[str, Any],
+    where: str, continue_on_error: bool = False,
+) -> list[Step]:
+    if cmd.request is not None:
+        return [Step(device_id, "execute", code, command=code, params=params,
+                     continue_on_error=continue_on_error)]
+    if cmd.steps is not None:
+        out: list[Step] = []
+        for j, st in enumerate(cmd.steps):
+            sat = f"{where}.steps[{j}]"
+            if st.delay is not None:
+                out.append(Step(device_id, "delay", f"{code} step {j + 1}: delay", delay=st.delay))
+            elif st.command is not None:
+                sub = profile.commands[st.command]
+                for s in _profile_steps(device_id, profile, st.command, sub, params, sat,
+                                        st.continue_on_error):
+                    s.label = f"{code} step {j + 1}: {s.label}"
+                    out.append(s)
+            elif st.write is not None:
+                values = {k: bind(v, params, sat) for k, v in st.write.items()}
+                out.append(Step(device_id, "write", f"{code} step {j + 1}: write",
+                                values=check_writes(profile, values, sat),
+                                continue_on_error=st.continue_on_error))
+            else:
+                out.append(Step(device_id, "read", f"{code} step {j + 1}: read",
+                                points=list(st.read or []),
+                                continue_on_error=st.continue_on_error))
+        return out
+    steps = []
+    if cmd.write is not None:
+        values = {k: bind(v, params, where) for k, v in cmd.write.items()}
+        steps.append(Step(device_id, "write", f"{code}: write",
+                          values=check_writes(profile, values, where),
+                          continue_on_error=continue_on_error))
+    if cmd.read is not None:
+        steps.append(Step(device_id, "read", f"{code}: read", points=list(cmd.read),
+                          continue_on_error=continue_on_error))
+    return steps
+
+
+def resolve_operation(
+    device_id: str,
+    profile: ProfileConfig,
+    command_code: str | None,
+    operation_type: str | None,
+    parameters: Mapping[str, Any],
+    where: str = "command.parameters",
+    continue_on_error: bool = False,
+) -> list[Step]:
+    """The steps of one operation on one device (a profile command or a generic read/write)."""
+    if command_code is not None and command_code in profile.commands:
+        cmd = profile.commands[command_code]
+        params = check_params(command_code, cmd, parameters, where)
+        return _profile_steps(device_id, profile, command_code, cmd, params, where,
+                              continue_on_error)
+    if operation_type == "read":
+        _only(parameters, {"points"}, where)
+        names = check_reads(profile, parameters.get("points"), f"{where}.points")
+        return [Step(device_id, "read", "read", points=names,
+                     continue_on_error=continue_on_error)]
+    if operation_type == "write":
+        _only(parameters, {"values"}, where)
+        values = check_writes(profile, parameters.get("values"), f"{where}.values")
+        return [Step(device_id, "write", "write", values=values,
+                     continue_on_error=continue_on_error)]
+    if command_code is not None:
+        known = ", ".join(sorted(profile.commands)) or "none"
+        raise RequestError(
+            "UNSUPPORTED_COMMAND",
+            f"device {device_id} has no command {command_code!r} (profile commands: {known})",
+            {"field": "command.commandCode"},
+        )
+    raise RequestError(
+        "INVALID_COMMAND",
+        "a command needs a commandCode, or operationType read or write",
+        {"field": "command.commandCode"},
+    )
+
+
+def _only(parameters: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for name in parameters:
+        if name not in allowed:
+            raise _bad(
+                f"unknown parameter {name!r} (expected {', '.join(sorted(allowed))})",
+                f"{where}.{name}",
+            )
+
+
+def match_targets(
+    spec: Any, device_ids: Sequence[str], types: Mapping[str, str], device_type: str | None
+) -> list[str]:
+    """Expand a BATCH target list (ids, globs, ``*``) to device ids, in config order."""
+    if isinstance(spec, str):
+        items = [s.strip() for s in spec.split(",") if s.strip()]
+    elif isinstance(spec, list) and all(isinstance(s, str) for s in spec):
+        items = [s.strip() for s in spec if s.strip()]
+    else:
+        raise RequestError("INVALID_COMMAND", "targets must be a string or a list of device ids",
+                           {"field": "command.parameters.targets"})
+    if not items:
+        raise RequestError("INVALID_COMMAND", "targets is empty",
+                           {"field": "command.parameters.targets"})
+    chosen: dict[str, None] = {}
+    for item in items:
+        if item == "*":
+            found = [d for d in device_ids if device_type is None or types[d] == device_type]
+        elif any(c in item for c in "*?["):
+            found = [d for d in device_ids if fnmatch.fnmatchcase(d, item)]
+        else:
+            found = [item] if item in types else []
+        if not found:
+            raise RequestError("UNKNOWN_DEVICE", f"no device matches {item!r}",
+                               {"field": "command.parameters.targets", "target": item})
+        for d in found:
+            chosen[d] = None
+    return list(chosen)

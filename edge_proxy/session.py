@@ -1,0 +1,295 @@
+"""The Gateway link: one WebSocket session, REGISTER, HEARTBEAT, reconnect backoff and the outbox.
+
+The :class:`Outbox` holds every message for the Gateway in order. While the link is up a sender
+task drains it; while it is down messages wait there, bounded by count and bytes. When full,
+``telemetry`` goes first, then ``progress_update``, then other notices, and terminal messages
+last; every drop is counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from . import protocol
+from .config import GatewayConfig
+from .devices import Backoff
+
+log = logging.getLogger(__name__)
+
+# Drop classes, dropped first to last.
+DROP_ORDER = ("telemetry", "progress", "notice", "terminal")
+
+
+def drop_class(msg: dict[str, Any]) -> str:
+    """Which drop class a message belongs to."""
+    mtype = msg.get("type")
+    if mtype == "telemetry":
+        return "telemetry"
+    if mtype == "progress_update":
+        return "progress"
+    if protocol.is_terminal(msg):
+        return "terminal"
+    return "notice"
+
+
+class Outbox:
+    """Bounded, ordered queue of encoded messages for the Gateway."""
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._queues: dict[str, collections.deque[tuple[int, str, dict[str, Any]]]] = {
+            k: collections.deque() for k in DROP_ORDER
+        }
+        self._seq = itertools.count()
+        self.bytes = 0
+        self.count = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self._ready = asyncio.Event()
+        self.on_drop: Callable[[dict[str, Any]], None] | None = None
+
+    def put(self, msg: dict[str, Any]) -> None:
+        """Queue a message, dropping others by policy if the bounds are reached."""
+        text = protocol.encode(msg)
+        size = len(text.encode("utf-8"))
+        cls = drop_class(msg)
+        while self.count and (self.count + 1 > self.max_messages or
+                              self.bytes + size > self.max_bytes):
+            if not self._drop_one(cls):
+                break
+        if self.count + 1 > self.max_messages or self.bytes + size > self.max_bytes:
+            self._count_drop(cls, msg, "it alone exceeds the outbox")
+            return
+        self._queues[cls].append((next(self._seq), text, msg))
+        self.count += 1
+        self.bytes += size
+        self._ready.set()
+
+    def _drop_one(self, incoming: str) -> bool:
+        for cls in DROP_ORDER:
+            queue = self._queues[cls]
+            if queue:
+                # an incoming message of a lower class is dropped itself rather than a higher one
+                if DROP_ORDER.index(cls) > DROP_ORDER.index(incoming):
+                    return False
+                _, text, msg = queue.popleft()
+                self.count -= 1
+                self.bytes -= len(text.encode("utf-8"))
+                self._count_drop(cls, msg, "outbox full")
+                return True
+        return False
+
+    def _count_drop(self, cls: str, msg: dict[str, Any], why: str) -> None:
+        self.dropped[msg.get("type", cls)] += 1
+        level = logging.ERROR if cls == "terminal" else logging.WARNING
+        log.log(level, "outbox: dropped a %s (%s); %d dropped so far", msg.get("type"), why,
+                sum(self.dropped.values()), extra={"request_ref": msg.get("requestRef")})
+        if self.on_drop is not None:
+            self.on_drop(msg)
+
+    def peek(self) -> tuple[str, str, dict[str, Any]] | None:
+        """The oldest message (class, text, message), or None."""
+        best: tuple[int, str] | None = None
+        for cls, queue in self._queues.items():
+            if queue and (best is None or queue[0][0] < best[0]):
+                best = (queue[0][0], cls)
+        if best is None:
+            return None
+        _, text, msg = self._queues[best[1]][0]
+        return best[1], text, msg
+
+    def pop(self, cls: str) -> None:
+        """Remove the message peek() returned."""
+        _, text, _ = self._queues[cls].popleft()
+        self.count -= 1
+        self.bytes -= len(text.encode("utf-8"))
+
+    async def wait(self) -> None:
+        """Wait until there is something to send."""
+        while self.count == 0:
+            self._ready.clear()
+            await self._ready.wait()
+
+
+def build_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """The TLS context for a wss:// URL (verification on unless the config turns it off)."""
+    if not config.url.startswith("wss://"):
+        return None
+    tls = config.tls
+    ctx = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+    if tls is not None:
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        if not tls.verify:
+            log.warning("gateway.tls.verify is off: the Gateway's certificate is not checked")
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class RegistrationRejected(Exception):
+    """The Gateway answered REGISTER with an error."""
+
+
+class Session:
+    """Keeps one WebSocket session to the Gateway alive, forever, until stopped."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        factory: protocol.MessageFactory,
+        outbox: Outbox,
+        on_frame: Callable[[str | bytes], None],
+        register: Callable[[], dict[str, Any]],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.config = config
+        self.factory = factory
+        self.outbox = outbox
+        self.on_frame = on_frame
+        self.register_msg = register
+        self.status = status
+        self.backoff = Backoff(config.reconnect)
+        self.state = "connecting"
+        self.connects = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.messages_in: collections.Counter[str] = collections.Counter()
+        self.messages_out: collections.Counter[str] = collections.Counter()
+        self.ws: ClientConnection | None = None
+        self._stopping = False
+        self._ssl = build_ssl_context(config)
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until stop() is called."""
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                await self._serve_once()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed,
+                    RegistrationRejected, ssl.SSLError) as exc:
+                self._failed(exc)
+            except Exception as exc:  # keep the session alive whatever goes wrong
+                log.exception("gateway session error")
+                self._failed(exc)
+            finally:
+                self.ws = None
+            if self._stopping:
+                break
+            if time.monotonic() - started > 10.0:
+                self.backoff.reset()
+            delay = self.backoff.next_delay()
+            self.state = "backoff"
+            log.info("gateway: reconnecting in %.2fs", delay)
+            await asyncio.sleep(delay)
+        self.state = "stopped"
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("gateway link down: %s", self.last_error)
+
+    async def _serve_once(self) -> None:
+        headers = {}
+        token = self.config.token.get_secret_value() if self.config.token else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.state = "connecting"
+        log.info("gateway: connecting to %s", self.config.url)
+        async with connect(
+            self.config.url,
+            additional_headers=headers,
+            ssl=self._ssl,
+            open_timeout=self.config.open_timeout,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout,
+            max_size=self.config.max_message_size * 2,
+            max_queue=64,
+            close_timeout=5,
+        ) as ws:
+            self.ws = ws
+            register = self.register_msg()
+            await ws.send(protocol.encode(register))
+            self.messages_out["REGISTER"] += 1
+            self.connects += 1
+            self.state = "online"
+            log.info("gateway: connected and REGISTER sent (%d devices)",
+                     len(register["clientInfo"]["devices"]))
+            tasks = [
+                asyncio.create_task(self._reader(ws), name="gateway-reader"),
+                asyncio.create_task(self._sender(ws), name="gateway-sender"),
+                asyncio.create_task(self._heartbeat(ws), name="gateway-heartbeat"),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+            if not self._stopping:
+                raise ConnectionError("gateway connection ended")
+
+    async def _reader(self, ws: ClientConnection) -> None:
+        registered_check = True
+        async for frame in ws:
+            if registered_check:
+                registered_check = False
+                if self._is_rejection(frame):
+                    raise RegistrationRejected(str(frame)[:200])
+            self.messages_in["frames"] += 1
+            self.on_frame(frame)
+
+    @staticmethod
+    def _is_rejection(frame: str | bytes) -> bool:
+        try:
+            msg = protocol.parse_frame(frame)
+        except Exception:
+            return False
+        return msg.type == "ERROR" and msg.request_ref is None
+
+    async def _sender(self, ws: ClientConnection) -> None:
+        while True:
+            await self.outbox.wait()
+            item = self.outbox.peek()
+            if item is None:
+                continue
+            cls, text, msg = item
+            await ws.send(text)
+            self.outbox.pop(cls)
+            self.messages_out[msg.get("type", "?")] += 1
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            await ws.send(protocol.encode(self.factory.heartbeat(self.status())))
+            self.messages_out["HEARTBEAT"] += 1
+
+    async def stop(self) -> None:
+        """Close the session with code 1001 (going away) after flushing what can be sent."""
+        self._stopping = True
+        ws = self.ws
+        if ws is not None:
+            deadline = time.monotonic() + 2.0
+            while self.outbox.count and time.monotonic() < deadline and self.state == "online":
+                await asyncio.sleep(0.02)
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, reason="edge shutting down")
