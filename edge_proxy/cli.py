@@ -8,10 +8,10 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config
@@ -34,7 +34,7 @@ def _print_errors(path: str, exc: ConfigError) -> None:
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [[("-" if c is None else str(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -56,12 +56,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             where = f"{link.host}:{link.port}" if link.host else (link.port or "")
             link_rows.append((config.link_name_of(dev), link.driver, where, f"{link.timeout:g}s"))
     dev_rows = [
-        (d.id, d.type, d.profile, config.link_name_of(d), d.unit,
-         "yes" if d.enabled else "no")
+        (d.id, d.type, d.profile, config.link_name_of(d), d.unit, "yes" if d.enabled else "no")
         for d in config.devices
     ]
-    prof_rows = [(n, len(p.points), ", ".join(p.commands) or "-") for n, p in
-                 config.profiles.items()]
+    prof_rows = [
+        (n, len(p.points), ", ".join(p.commands) or "-") for n, p in config.profiles.items()
+    ]
     print(f"{args.config}: OK (edge {config.edge.id}, gateway {config.gateway.url})\n")
     print("Links\n" + _table(link_rows, ("name", "driver", "address", "timeout")) + "\n")
     print("Devices\n" + _table(dev_rows, ("id", "type", "profile", "link", "unit", "enabled")))
@@ -88,8 +88,13 @@ async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(config)
-    log.info("edge-proxy %s starting: edge %s, %d devices, %d links", __version__,
-             config.edge.id, len(daemon.devices), len(daemon.links))
+    log.info(
+        "edge-proxy %s starting: edge %s, %d devices, %d links",
+        __version__,
+        config.edge.id,
+        len(daemon.devices),
+        len(daemon.links),
+    )
     await daemon.start()
     await stop.wait()
     await daemon.stop()
@@ -121,19 +126,40 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        feeders = []
-        sources: list[Any] = [open(args.script, "rb")] if args.script else []  # noqa: SIM115
+        feeder: asyncio.Task[None] | None = None
+        if args.script:
+            lines = Path(args.script).read_text(encoding="utf-8").splitlines()  # noqa: ASYNC240
+            await gw.wait_for(lambda m: m.get("type") == "REGISTER", timeout=3600)
+            for line in lines:
+                try:
+                    msg = gw.parse_line(line)
+                    if msg is not None:
+                        await gw.call(msg)
+                except (ValueError, ConnectionError, asyncio.TimeoutError) as exc:
+                    print(f"!! {exc}", flush=True)
         if not args.no_stdin:
-            sources.append(sys.stdin.buffer)
-        for src in sources:
-            reader = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), src)
-            if src is not sys.stdin.buffer:
-                await gw.wait_for(lambda m: m.get("type") == "REGISTER", timeout=3600)
-            feeders.append(asyncio.create_task(gw.feed(reader)))
+            lines_in: asyncio.Queue[str | None] = asyncio.Queue()
+
+            def read_stdin() -> None:
+                for line in sys.stdin:
+                    loop.call_soon_threadsafe(lines_in.put_nowait, line)
+                loop.call_soon_threadsafe(lines_in.put_nowait, None)
+
+            threading.Thread(target=read_stdin, daemon=True, name="stdin").start()
+
+            async def feed() -> None:
+                while (line := await lines_in.get()) is not None:
+                    try:
+                        msg = gw.parse_line(line)
+                        if msg is not None:
+                            await gw.send(msg)
+                    except (ValueError, ConnectionError) as exc:
+                        print(f"!! {exc}", flush=True)
+
+            feeder = asyncio.create_task(feed())
         await stop.wait()
-        for task in feeders:
-            task.cancel()
+        if feeder is not None:
+            feeder.cancel()
         await gw.stop()
         return 0
 
@@ -172,8 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def logging_opts(p: argparse.ArgumentParser, level: str = "info") -> None:
-        p.add_argument("--log-level", default=level,
-                       choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log-level", default=level, choices=["debug", "info", "warning", "error"])
         p.add_argument("--log-format", default="text", choices=["text", "json"])
 
     p_run = sub.add_parser("run", help="run the daemon")
@@ -188,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_gw = sub.add_parser("gateway", help="a local development Gateway")
     p_gw.add_argument("--host", default="127.0.0.1")
     p_gw.add_argument("--port", type=int, default=18081)
-    p_gw.add_argument("--script", help="a file of commands (JSON lines) sent once an edge "
-                      "registers")
+    p_gw.add_argument(
+        "--script", help="a file of commands (JSON lines) sent once an edge registers"
+    )
     p_gw.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
     p_gw.set_defaults(func=cmd_gateway)
 

@@ -12,6 +12,7 @@ without reading code.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import string
@@ -164,7 +165,9 @@ class ReconnectConfig(_Model):
 
     initial: Duration = Field(0.5, description="First retry delay.")
     max: Duration = Field(30.0, description="Longest retry delay.")
-    jitter: float = Field(0.2, ge=0.0, le=1.0, description="Random spread, a fraction of the delay.")
+    jitter: float = Field(
+        0.2, ge=0.0, le=1.0, description="Random spread, a fraction of the delay."
+    )
 
     @model_validator(mode="after")
     def _order(self) -> ReconnectConfig:
@@ -246,7 +249,9 @@ class PointConfig(_Model):
         "holding", description="coil, discrete_input, input or holding (aliases accepted)."
     )
     address: int = Field(0, ge=0, le=65535, description="0-based register or bit address.")
-    type: PointType = Field(None, description="Value type; uint16 for registers, bool for bits.")  # type: ignore[assignment]
+    type: PointType = Field(
+        "uint16", description="Value type; uint16 for registers, bool for bits."
+    )
     length: int | None = Field(None, ge=1, le=123, description="String length in registers.")
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
@@ -417,7 +422,9 @@ def _template_names(value: object) -> set[str]:
     if not isinstance(value, str):
         return set()
     try:
-        return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value) if f}
+        return {
+            f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value) if f
+        }
     except ValueError:
         return set()
 
@@ -432,8 +439,6 @@ class LineConfig(_Model):
     @field_validator("encoding")
     @classmethod
     def _codec(cls, v: str) -> str:
-        import codecs
-
         try:
             codecs.lookup(v)
         except LookupError:
@@ -467,15 +472,22 @@ class LinkConfig(BaseModel):
     host: str | None = None
     port: int | str | None = Field(None, description="TCP port, or serial device path.")
     baudrate: int = Field(9600, gt=0)
-    bytesize: Literal[5, 6, 7, 8] = 8
+    bytesize: int = Field(8, ge=5, le=8)
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: float = 1
     timeout: Duration = Field(1.0, gt=0, description="Per-transaction timeout.")
     connect_timeout: Duration | None = Field(None, gt=0, description="Default: timeout.")
     turnaround: Duration = Field(0.0, description="Quiet time between two transactions.")
     offline_after: int = Field(3, ge=1, description="Failures in a row before offline.")
     health_interval: Duration = Field(30.0, gt=0, description="Idle device check period.")
     reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float) -> float:
+        if v not in (1, 1.5, 2):
+            raise ValueError("stopbits must be 1, 1.5 or 2")
+        return v
 
     @field_validator("parity", mode="before")
     @classmethod

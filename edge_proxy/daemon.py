@@ -30,15 +30,23 @@ class Daemon:
         self.links: dict[Hashable, LinkRuntime] = {}
         self.devices: dict[str, DeviceRuntime] = {}
         self.engine = Engine(
-            config.edge.id, {}, config.commands, self.factory, self.emit,
+            config.edge.id,
+            {},
+            config.commands,
+            self.factory,
+            self.emit,
             config.gateway.max_message_size,
         )
         for dev_cfg in config.devices:
             self.devices[dev_cfg.id] = self._build_device(dev_cfg)
         self.engine.devices = dict(self.devices)
         self.session = Session(
-            config.gateway, self.factory, self.outbox, self.engine.handle_frame,
-            self.register_message, self.status,
+            config.gateway,
+            self.factory,
+            self.outbox,
+            self.engine.handle_frame,
+            self.register_message,
+            self.status,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.stopped = asyncio.Event()
@@ -55,10 +63,14 @@ class Daemon:
         if runtime is None:
             link = driver.link_class(link_name, link_cfg)
             runtime = LinkRuntime(
-                link_name, driver, link, link_cfg,
+                link_name,
+                driver,
+                link,
+                link_cfg,
                 max_queued=self.config.commands.max_queued_per_link,
                 aging=self.config.commands.aging,
-                admit=self.engine.admit, release=self.engine.release,
+                admit=self.engine.admit,
+                release=self.engine.release,
             )
             self.links[key] = runtime
         adapter: Device = driver.device_class(runtime.link, dev_cfg, profile)
@@ -79,7 +91,8 @@ class Daemon:
         """REGISTER with every device and its state."""
         token = self.config.gateway.token
         return self.factory.register(
-            self.config.edge.name, __version__,
+            self.config.edge.name,
+            __version__,
             [d.status() for d in self.devices.values()],
             token.get_secret_value() if token else None,
         )

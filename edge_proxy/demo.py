@@ -28,29 +28,54 @@ async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
         devices = [d for d in config.devices if d.enabled]
         first = devices[0].id
         profile = config.profiles[devices[0].profile]
-        writable = next((n for n, p in profile.points.items() if p.writable and p.type != "bool"
-                         and p.type != "string"), None)
+        writable = next(
+            (
+                n
+                for n, p in profile.points.items()
+                if p.writable and p.type not in {"bool", "string"}
+            ),
+            None,
+        )
         script: list[tuple[str, dict[str, Any], str]] = [
-            ("a read of every readable point",
-             gw.command(f"{edge}:{first}", op="read"), "completed"),
+            (
+                "a read of every readable point",
+                gw.command(f"{edge}:{first}", op="read"),
+                "completed",
+            ),
         ]
         if writable is not None:
             point = profile.points[writable]
             value = int(point.max) if point.max is not None else 1
-            script.append((f"a write of {writable}",
-                           gw.command(f"{edge}:{first}", op="write",
-                                      params={"values": {writable: value}}), "completed"))
+            script.append(
+                (
+                    f"a write of {writable}",
+                    gw.command(f"{edge}:{first}", op="write", params={"values": {writable: value}}),
+                    "completed",
+                )
+            )
         for code, cmd in profile.commands.items():
-            params = {n: (p.max if p.max is not None else 1) for n, p in cmd.params.items()
-                      if p.required}
-            params = {n: int(v) if isinstance(v, float) and v.is_integer() else v
-                      for n, v in params.items()}
-            script.append((f"the profile command {code}",
-                           gw.command(f"{edge}:{first}", code, params=params), "completed"))
+            params = {
+                n: (p.max if p.max is not None else 1) for n, p in cmd.params.items() if p.required
+            }
+            params = {
+                n: int(v) if isinstance(v, float) and v.is_integer() else v
+                for n, v in params.items()
+            }
+            script.append(
+                (
+                    f"the profile command {code}",
+                    gw.command(f"{edge}:{first}", code, params=params),
+                    "completed",
+                )
+            )
             break
-        script.append(("an invalid command (a point that does not exist)",
-                       gw.command(f"{edge}:{first}", op="write",
-                                  params={"values": {"no_such_point": 1}}), "error"))
+        script.append(
+            (
+                "an invalid command (a point that does not exist)",
+                gw.command(f"{edge}:{first}", op="write", params={"values": {"no_such_point": 1}}),
+                "error",
+            )
+        )
         for title, msg, expected in script:
             out(f"\n== {title}")
             reply = await gw.call(msg)

@@ -49,15 +49,19 @@ def summarize(msg: dict[str, Any]) -> str:
     elif mtype == "error":
         parts.append(f"{msg.get('code')}: {msg.get('message')}")
     elif mtype == "device_status":
-        parts.append(f"{msg.get('deviceId')} {msg.get('previous')} -> {msg.get('status')} "
-                     f"({msg.get('reason')})")
+        parts.append(
+            f"{msg.get('deviceId')} {msg.get('previous')} -> {msg.get('status')} "
+            f"({msg.get('reason')})"
+        )
     elif mtype == "telemetry":
         parts.append(f"{msg.get('deviceId')} {json.dumps(msg.get('values'))}")
     elif mtype == "COMMAND":
         cmd = msg.get("command", {})
-        parts.append(f"{msg.get('targetClientId')} {cmd.get('commandType', 'SIMPLE')} "
-                     f"{cmd.get('commandCode') or cmd.get('operationType')} "
-                     f"{json.dumps(cmd.get('parameters', {}), separators=(',', ':'))}")
+        parts.append(
+            f"{msg.get('targetClientId')} {cmd.get('commandType', 'SIMPLE')} "
+            f"{cmd.get('commandCode') or cmd.get('operationType')} "
+            f"{json.dumps(cmd.get('parameters', {}), separators=(',', ':'))}"
+        )
     return " ".join(parts)
 
 
@@ -72,8 +76,9 @@ def parse_value(text: str) -> Any:
 class DevGateway:
     """A local Subway Gateway: edges connect to it; it routes commands to them."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 18081,
-                 printer: Printer | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 18081, printer: Printer | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.printer = printer
@@ -152,12 +157,19 @@ class DevGateway:
                 await ws.send(text)
 
     def command(
-        self, target: str, code: str | None = None, *, op: str | None = None,
-        params: dict[str, Any] | None = None, command_type: str = "SIMPLE",
-        timeout_ms: int = 5000, priority: str = "normal", ref: str | None = None,
+        self,
+        target: str,
+        code: str | None = None,
+        *,
+        op: str | None = None,
+        params: dict[str, Any] | None = None,
+        command_type: str = "SIMPLE",
+        timeout_ms: int = 5000,
+        priority: str = "normal",
+        ref: str | None = None,
     ) -> dict[str, Any]:
         """Build a COMMAND frame for ``edge:device``."""
-        edge, _, device = target.partition(":")
+        _, _, device = target.partition(":")
         cmd: dict[str, Any] = {"commandType": command_type, "parameters": params or {}}
         if device and device != "*":
             cmd["deviceId"] = device
@@ -182,9 +194,9 @@ class DevGateway:
         await self.send(msg)
         ref = msg.get("requestRef")
         return await self.wait_for(
-            lambda m: m.get("requestRef") == ref and m.get("type") in ("command_response",
-                                                                        "error"),
-            timeout, start,
+            lambda m: m.get("requestRef") == ref and m.get("type") in ("command_response", "error"),
+            timeout,
+            start,
         )
 
     def parse_line(self, line: str) -> dict[str, Any] | None:
@@ -219,13 +231,3 @@ class DevGateway:
         if code.lower() == "write":
             return self.command(target, op="write", params={"values": params})
         return self.command(target, code, params=params)
-
-    async def feed(self, reader: asyncio.StreamReader) -> None:
-        """Send every line read from ``reader`` as a command."""
-        while line := await reader.readline():
-            try:
-                msg = self.parse_line(line.decode("utf-8", "replace"))
-                if msg is not None:
-                    await self.send(msg)
-            except (ValueError, ConnectionError) as exc:
-                self._print(f"!! {exc}")

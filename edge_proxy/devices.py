@@ -72,7 +72,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call doubles it up to ``max``."""
-        base = min(self.config.max, self.config.initial * (2 ** min(self.attempts, 30)))
+        base = min(self.config.max, self.config.initial * (2.0 ** min(self.attempts, 30)))
         self.attempts += 1
         spread = base * self.config.jitter
         return max(0.0, base + random.uniform(-spread, spread))
@@ -137,8 +137,9 @@ class DeviceRuntime:
         if new is None or new == self.state:
             return
         previous, self.state = self.state, new
-        log.info("device %s: %s -> %s (%s)", self.id, previous, new, reason,
-                 extra={"device_id": self.id})
+        log.info(
+            "device %s: %s -> %s (%s)", self.id, previous, new, reason, extra={"device_id": self.id}
+        )
         if self.on_state is not None:
             self.on_state(self, new, previous, reason)
 
@@ -189,9 +190,7 @@ class DeviceRuntime:
     def start_health(self) -> None:
         """Start the background health check / offline probe loop."""
         if self._health_task is None and self.link is not None and self.config.enabled:
-            self._health_task = asyncio.create_task(
-                self._health_loop(), name=f"health:{self.id}"
-            )
+            self._health_task = asyncio.create_task(self._health_loop(), name=f"health:{self.id}")
 
     async def stop_health(self) -> None:
         """Stop the health loop."""
@@ -213,11 +212,13 @@ class DeviceRuntime:
             try:
                 await self.link.run(self, BACKGROUND, _health_op, probe=True)
             except (EdgeProxyError, OSError, TimeoutError) as exc:
-                log.debug("device %s: health check failed: %s", self.id, exc,
-                          extra={"device_id": self.id})
+                log.debug(
+                    "device %s: health check failed: %s", self.id, exc, extra={"device_id": self.id}
+                )
             except Exception:
-                log.exception("device %s: health check crashed", self.id,
-                              extra={"device_id": self.id})
+                log.exception(
+                    "device %s: health check crashed", self.id, extra={"device_id": self.id}
+                )
             if self.state != "online":
                 await asyncio.sleep(self.probe_backoff.next_delay())
 
@@ -293,16 +294,26 @@ class LinkRuntime:
             self._worker = asyncio.create_task(self._work(), name=f"link:{self.name}")
 
     async def run(
-        self, device: DeviceRuntime, level: int, fn: JobFn, ctx: OperationContext | None = None,
-        *, probe: bool = False,
+        self,
+        device: DeviceRuntime,
+        level: int,
+        fn: JobFn,
+        ctx: OperationContext | None = None,
+        *,
+        probe: bool = False,
     ) -> Any:
         """Queue one operation and wait for its result (raises what the operation raised)."""
         job = self.submit(device, level, fn, ctx or OperationContext(), probe=probe)
         return await job.future
 
     def submit(
-        self, device: DeviceRuntime, level: int, fn: JobFn, ctx: OperationContext,
-        *, probe: bool = False,
+        self,
+        device: DeviceRuntime,
+        level: int,
+        fn: JobFn,
+        ctx: OperationContext,
+        *,
+        probe: bool = False,
     ) -> Job:
         """Queue one operation; raise Overloaded if the link's queue is full."""
         if self._closing:
@@ -447,8 +458,10 @@ class LinkRuntime:
         except OperationAborted:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            err = exc if isinstance(exc, DeviceTimeout) else DeviceTimeout(
-                f"device {device.id} did not answer in time"
+            err = (
+                exc
+                if isinstance(exc, DeviceTimeout)
+                else DeviceTimeout(f"device {device.id} did not answer in time")
             )
             device.record_failure(err)
             if not isinstance(exc, DeviceTimeout):

@@ -109,10 +109,12 @@ class Engine:
         except RequestError as exc:
             ref = exc.details.pop("requestRef", None) if exc.details else None
             self.counts[f"rejected:{exc.code}"] += 1
-            log.warning("rejected frame: %s: %s", exc.code, exc.message,
-                        extra={"request_ref": ref})
-            self.emit(self.factory.error(exc.code, exc.message, request_ref=ref,
-                                         details=exc.details or None))
+            log.warning("rejected frame: %s: %s", exc.code, exc.message, extra={"request_ref": ref})
+            self.emit(
+                self.factory.error(
+                    exc.code, exc.message, request_ref=ref, details=exc.details or None
+                )
+            )
         except Exception as exc:  # a bug must not take the session down
             log.exception("internal error while handling a frame")
             self.emit(self.factory.error("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"))
@@ -125,18 +127,33 @@ class Engine:
         elif msg.type == "QUERY":
             self._query(msg)
         elif msg.type == "ERROR":
-            log.warning("Gateway error: %s %s", msg.body.get("code"), msg.body.get("message"),
-                        extra={"request_ref": msg.request_ref})
+            log.warning(
+                "Gateway error: %s %s",
+                msg.body.get("code"),
+                msg.body.get("message"),
+                extra={"request_ref": msg.request_ref},
+            )
         else:
             log.debug("Gateway %s accepted", msg.type)
 
     def _reject(self, req: protocol.CommandRequest, exc: RequestError) -> None:
         self.counts[f"rejected:{exc.code}"] += 1
-        log.info("command rejected: %s: %s", exc.code, exc.message,
-                 extra={"request_ref": req.request_ref})
-        self.emit(self.factory.error(exc.code, exc.message, request_ref=req.request_ref,
-                                     details=exc.details or None, callback=req.callback,
-                                     has_callback=req.has_callback))
+        log.info(
+            "command rejected: %s: %s",
+            exc.code,
+            exc.message,
+            extra={"request_ref": req.request_ref},
+        )
+        self.emit(
+            self.factory.error(
+                exc.code,
+                exc.message,
+                request_ref=req.request_ref,
+                details=exc.details or None,
+                callback=req.callback,
+                has_callback=req.has_callback,
+            )
+        )
 
     def _command(self, msg: protocol.Incoming) -> None:
         req = protocol.parse_command(msg)
@@ -201,12 +218,18 @@ class Engine:
 
     def _device(self, dev_id: str | None, fieldname: str) -> DeviceRuntime:
         if dev_id is None:
-            raise RequestError("INVALID_COMMAND", "no device named (command.deviceId or "
-                               "targetClientId '<edge>:<device>')", {"field": fieldname})
+            raise RequestError(
+                "INVALID_COMMAND",
+                "no device named (command.deviceId or targetClientId '<edge>:<device>')",
+                {"field": fieldname},
+            )
         dev = self.devices.get(dev_id)
         if dev is None:
-            raise RequestError("UNKNOWN_DEVICE", f"no device {dev_id!r} on this edge",
-                               {"field": fieldname, "deviceId": dev_id})
+            raise RequestError(
+                "UNKNOWN_DEVICE",
+                f"no device {dev_id!r} on this edge",
+                {"field": fieldname, "deviceId": dev_id},
+            )
         return dev
 
     def _plan(self, req: protocol.CommandRequest) -> tuple[list[str], Any]:
@@ -220,8 +243,11 @@ class Engine:
                 dev.id, dev.profile, req.command_code, req.operation_type, req.parameters
             )
         if len(steps) > self.config.max_steps:
-            raise RequestError("INVALID_COMMAND", f"{len(steps)} steps is above the limit "
-                               f"{self.config.max_steps}", {"field": "command.parameters.steps"})
+            raise RequestError(
+                "INVALID_COMMAND",
+                f"{len(steps)} steps is above the limit {self.config.max_steps}",
+                {"field": "command.parameters.steps"},
+            )
         targets = list(dict.fromkeys(s.device_id for s in steps if s.kind != "delay")) or [dev.id]
         return targets, steps
 
@@ -229,14 +255,23 @@ class Engine:
         raw = req.parameters.get("steps")
         extra = set(req.parameters) - {"steps"}
         if extra:
-            raise RequestError("INVALID_PARAMETERS", f"unknown parameter {sorted(extra)[0]!r}",
-                               {"field": f"command.parameters.{sorted(extra)[0]}"})
+            raise RequestError(
+                "INVALID_PARAMETERS",
+                f"unknown parameter {sorted(extra)[0]!r}",
+                {"field": f"command.parameters.{sorted(extra)[0]}"},
+            )
         if not isinstance(raw, list) or not raw:
-            raise RequestError("INVALID_COMMAND", "steps must be a non-empty list",
-                               {"field": "command.parameters.steps"})
+            raise RequestError(
+                "INVALID_COMMAND",
+                "steps must be a non-empty list",
+                {"field": "command.parameters.steps"},
+            )
         if len(raw) > self.config.max_steps:
-            raise RequestError("INVALID_COMMAND", f"{len(raw)} steps is above the limit "
-                               f"{self.config.max_steps}", {"field": "command.parameters.steps"})
+            raise RequestError(
+                "INVALID_COMMAND",
+                f"{len(raw)} steps is above the limit {self.config.max_steps}",
+                {"field": "command.parameters.steps"},
+            )
         steps: list[Step] = []
         for i, item in enumerate(raw):
             at = f"command.parameters.steps[{i}]"
@@ -244,35 +279,55 @@ class Engine:
                 raise RequestError("INVALID_COMMAND", "a step must be an object", {"field": at})
             cont = item.get("continueOnError", False)
             if not isinstance(cont, bool):
-                raise RequestError("INVALID_COMMAND", "continueOnError must be true or false",
-                                   {"field": f"{at}.continueOnError"})
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "continueOnError must be true or false",
+                    {"field": f"{at}.continueOnError"},
+                )
             if "delayMs" in item or "delay" in item:
                 delay = item.get("delayMs", item.get("delay"))
-                if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not (
-                    0 <= delay <= 3_600_000
+                if (
+                    isinstance(delay, bool)
+                    or not isinstance(delay, (int, float))
+                    or not (0 <= delay <= 3_600_000)
                 ):
-                    raise RequestError("INVALID_COMMAND", "delayMs must be 0-3600000",
-                                       {"field": f"{at}.delayMs"})
-                steps.append(Step(dev.id, "delay", f"step {i + 1}: delay",
-                                  delay=float(delay) / 1000.0))
+                    raise RequestError(
+                        "INVALID_COMMAND", "delayMs must be 0-3600000", {"field": f"{at}.delayMs"}
+                    )
+                steps.append(
+                    Step(dev.id, "delay", f"step {i + 1}: delay", delay=float(delay) / 1000.0)
+                )
                 continue
             step_dev = self._device(item.get("deviceId", dev.id), f"{at}.deviceId")
             op = item.get("operationType")
             code = item.get("commandCode")
             params = item.get("parameters", {})
-            if op is not None and (not isinstance(op, str) or op.lower() not in
-                                   protocol.OPERATION_TYPES):
-                raise RequestError("INVALID_COMMAND", "operationType must be read, write or "
-                                   "execute", {"field": f"{at}.operationType"})
+            if op is not None and (
+                not isinstance(op, str) or op.lower() not in protocol.OPERATION_TYPES
+            ):
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "operationType must be read, write or execute",
+                    {"field": f"{at}.operationType"},
+                )
             if code is not None and not isinstance(code, str):
-                raise RequestError("INVALID_COMMAND", "commandCode must be a string",
-                                   {"field": f"{at}.commandCode"})
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "commandCode must be a string",
+                    {"field": f"{at}.commandCode"},
+                )
             if not isinstance(params, dict):
-                raise RequestError("INVALID_COMMAND", "parameters must be an object",
-                                   {"field": f"{at}.parameters"})
+                raise RequestError(
+                    "INVALID_COMMAND", "parameters must be an object", {"field": f"{at}.parameters"}
+                )
             sub = operations.resolve_operation(
-                step_dev.id, step_dev.profile, code, op.lower() if op else None, params,
-                f"{at}.parameters", cont,
+                step_dev.id,
+                step_dev.profile,
+                code,
+                op.lower() if op else None,
+                params,
+                f"{at}.parameters",
+                cont,
             )
             for s in sub:
                 s.label = f"step {i + 1}: {s.label}"
@@ -286,15 +341,20 @@ class Engine:
         if spec is None:
             spec = req.device_id or req.target_device
         if spec is None:
-            raise RequestError("INVALID_COMMAND", "a BATCH needs parameters.targets",
-                               {"field": "command.parameters.targets"})
+            raise RequestError(
+                "INVALID_COMMAND",
+                "a BATCH needs parameters.targets",
+                {"field": "command.parameters.targets"},
+            )
         ids = list(self.devices)
         types = {d: self.devices[d].config.type for d in ids}
         targets = operations.match_targets(spec, ids, types, req.device_type)
         if len(targets) > self.config.max_batch_targets:
-            raise RequestError("INVALID_COMMAND", f"{len(targets)} targets is above the limit "
-                               f"{self.config.max_batch_targets}",
-                               {"field": "command.parameters.targets"})
+            raise RequestError(
+                "INVALID_COMMAND",
+                f"{len(targets)} targets is above the limit {self.config.max_batch_targets}",
+                {"field": "command.parameters.targets"},
+            )
         plans: dict[str, list[Step]] = {}
         for dev_id in targets:
             dev = self.devices[dev_id]
@@ -389,9 +449,7 @@ class Engine:
             else:
                 multi = len(plan) > 1 or cs.request.command_type == "COMPLEX"
                 try:
-                    status, steps_done, values, exc = await self._run_steps(
-                        cs, plan, report=multi
-                    )
+                    status, steps_done, values, exc = await self._run_steps(cs, plan, report=multi)
                 except OperationAborted:
                     raise
                 if multi:
@@ -437,7 +495,7 @@ class Engine:
         async def run_target(dev_id: str) -> None:
             steps = plans[dev_id]
             try:
-                status, done, values, exc = await self._run_steps(cs, steps, report=False)
+                status, _, values, exc = await self._run_steps(cs, steps, report=False)
             except OperationAborted:
                 return
             entry: dict[str, Any] = {"status": status}
@@ -472,8 +530,7 @@ class Engine:
         pct = min(100, max(0, (completed * 100) // max(total, 1)))
         if pct < cs.progress_sent or cs.finished:
             return
-        msg = self.factory.progress(cs.request.request_ref, pct, stage, completed, total,
-                                    device_id)
+        msg = self.factory.progress(cs.request.request_ref, pct, stage, completed, total, device_id)
         now = time.monotonic()
         if now - cs.progress_last >= PROGRESS_INTERVAL:
             self._send_progress(cs, msg)
@@ -512,15 +569,24 @@ class Engine:
         req = cs.request
         elapsed = time.monotonic() - cs.arrived
         msg = self.factory.response(
-            req.request_ref, status, result=result, error=error,
-            duration_ms=int(elapsed * 1000), callback=req.callback,
+            req.request_ref,
+            status,
+            result=result,
+            error=error,
+            duration_ms=int(elapsed * 1000),
+            callback=req.callback,
             has_callback=req.has_callback,
         )
         self.running.pop(req.request_ref, None)
         self.counts[f"terminal:{status}"] += 1
-        log.info("command %s %s %s in %d ms", req.command_type, req.command_code or
-                 req.operation_type or "", status, int(elapsed * 1000),
-                 extra={"request_ref": req.request_ref})
+        log.info(
+            "command %s %s %s in %d ms",
+            req.command_type,
+            req.command_code or req.operation_type or "",
+            status,
+            int(elapsed * 1000),
+            extra={"request_ref": req.request_ref},
+        )
         self.emit(msg)
         for _ in range(cs.duplicates):
             self.emit(msg)
@@ -533,12 +599,15 @@ class Engine:
 
     def _cancel(self, msg: protocol.Incoming) -> None:
         if msg.request_ref is None:
-            raise RequestError("INVALID_COMMAND", "CANCEL needs a requestRef",
-                               {"field": "requestRef"})
+            raise RequestError(
+                "INVALID_COMMAND", "CANCEL needs a requestRef", {"field": "requestRef"}
+            )
         cs = self.running.get(msg.request_ref)
         if cs is None:
-            log.info("CANCEL of an unknown or finished command ignored",
-                     extra={"request_ref": msg.request_ref})
+            log.info(
+                "CANCEL of an unknown or finished command ignored",
+                extra={"request_ref": msg.request_ref},
+            )
             return
         log.info("CANCEL", extra={"request_ref": msg.request_ref})
         self.abort(cs, "cancelled")
@@ -546,8 +615,9 @@ class Engine:
     def _query(self, msg: protocol.Incoming) -> None:
         ref = msg.request_ref
         if ref is None:
-            raise RequestError("INVALID_COMMAND", "QUERY needs a requestRef",
-                               {"field": "requestRef"})
+            raise RequestError(
+                "INVALID_COMMAND", "QUERY needs a requestRef", {"field": "requestRef"}
+            )
         what = msg.body.get("query")
         if isinstance(what, str):
             what = what.lower()
@@ -556,12 +626,16 @@ class Engine:
         elif what == "device":
             dev_id = msg.body.get("deviceId")
             if not isinstance(dev_id, str):
-                raise RequestError("INVALID_COMMAND", "query 'device' needs deviceId",
-                                   {"field": "deviceId"}, )
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "query 'device' needs deviceId",
+                    {"field": "deviceId"},
+                )
             dev = self.devices.get(dev_id)
             if dev is None:
-                raise RequestError("UNKNOWN_DEVICE", f"no device {dev_id!r} on this edge",
-                                   {"field": "deviceId"})
+                raise RequestError(
+                    "UNKNOWN_DEVICE", f"no device {dev_id!r} on this edge", {"field": "deviceId"}
+                )
             info = dev.status()
             info["points"] = {
                 name: {k: v for k, v in p.model_dump().items() if v is not None}
@@ -570,8 +644,9 @@ class Engine:
             info["commands"] = sorted(dev.profile.commands)
             result = {"device": info}
         else:
-            raise RequestError("INVALID_COMMAND", "query must be 'devices' or 'device'",
-                               {"field": "query"})
+            raise RequestError(
+                "INVALID_COMMAND", "query must be 'devices' or 'device'", {"field": "query"}
+            )
         self.emit(self.factory.response(ref, "completed", result=result, duration_ms=0))
 
     # ------------------------------------------------------------------ shutdown and status

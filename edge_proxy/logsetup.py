@@ -73,7 +73,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(
-    level: str = "info", fmt: str = "text", secrets: Iterable[str] = (),
+    level: str = "info",
+    fmt: str = "text",
+    secrets: Iterable[str] = (),
     stream: TextIO | None = None,
 ) -> logging.Handler:
     """Install one handler on the root logger; returns it (tests remove it again)."""

@@ -59,11 +59,10 @@ def check_param(name: str, spec: ParamConfig, value: Any, where: str) -> Any:
             raise _bad(f"{name}: expected a number, got {value!r}", at)
         if not math.isfinite(value):
             raise _bad(f"{name}: {value!r} is not a finite number", at)
-        if kind == "int":
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise _bad(f"{name}: expected an integer, got {value!r}", at)
-                value = int(value)
+        if kind == "int" and isinstance(value, float):
+            if not value.is_integer():
+                raise _bad(f"{name}: expected an integer, got {value!r}", at)
+            value = int(value)
         if spec.min is not None and value < spec.min:
             raise _bad(f"{name}: {value!r} is below the minimum {spec.min:g}", at)
         if spec.max is not None and value > spec.max:
@@ -73,9 +72,9 @@ def check_param(name: str, spec: ParamConfig, value: Any, where: str) -> Any:
     return value
 
 
-def check_params(cmd_name: str, cmd: CommandConfig, given: Mapping[str, Any], where: str) -> dict[
-    str, Any
-]:
+def check_params(
+    cmd_name: str, cmd: CommandConfig, given: Mapping[str, Any], where: str
+) -> dict[str, Any]:
     """Check a command's parameters: no unknown names, required ones present, types, ranges."""
     for name in given:
         if name not in cmd.params:
@@ -149,12 +148,25 @@ def check_writes(profile: ProfileConfig, values: Any, where: str) -> dict[str, A
 
 
 def _profile_steps(
-    device_id: str, profile: ProfileConfig, code: str, cmd: CommandConfig, params: dict[str, Any],
-    where: str, continue_on_error: bool = False,
+    device_id: str,
+    profile: ProfileConfig,
+    code: str,
+    cmd: CommandConfig,
+    params: dict[str, Any],
+    where: str,
+    continue_on_error: bool = False,
 ) -> list[Step]:
     if cmd.request is not None:
-        return [Step(device_id, "execute", code, command=code, params=params,
-                     continue_on_error=continue_on_error)]
+        return [
+            Step(
+                device_id,
+                "execute",
+                code,
+                command=code,
+                params=params,
+                continue_on_error=continue_on_error,
+            )
+        ]
     if cmd.steps is not None:
         out: list[Step] = []
         for j, st in enumerate(cmd.steps):
@@ -163,29 +175,55 @@ def _profile_steps(
                 out.append(Step(device_id, "delay", f"{code} step {j + 1}: delay", delay=st.delay))
             elif st.command is not None:
                 sub = profile.commands[st.command]
-                for s in _profile_steps(device_id, profile, st.command, sub, params, sat,
-                                        st.continue_on_error):
+                for s in _profile_steps(
+                    device_id, profile, st.command, sub, params, sat, st.continue_on_error
+                ):
                     s.label = f"{code} step {j + 1}: {s.label}"
                     out.append(s)
             elif st.write is not None:
                 values = {k: bind(v, params, sat) for k, v in st.write.items()}
-                out.append(Step(device_id, "write", f"{code} step {j + 1}: write",
-                                values=check_writes(profile, values, sat),
-                                continue_on_error=st.continue_on_error))
+                out.append(
+                    Step(
+                        device_id,
+                        "write",
+                        f"{code} step {j + 1}: write",
+                        values=check_writes(profile, values, sat),
+                        continue_on_error=st.continue_on_error,
+                    )
+                )
             else:
-                out.append(Step(device_id, "read", f"{code} step {j + 1}: read",
-                                points=list(st.read or []),
-                                continue_on_error=st.continue_on_error))
+                out.append(
+                    Step(
+                        device_id,
+                        "read",
+                        f"{code} step {j + 1}: read",
+                        points=list(st.read or []),
+                        continue_on_error=st.continue_on_error,
+                    )
+                )
         return out
     steps = []
     if cmd.write is not None:
         values = {k: bind(v, params, where) for k, v in cmd.write.items()}
-        steps.append(Step(device_id, "write", f"{code}: write",
-                          values=check_writes(profile, values, where),
-                          continue_on_error=continue_on_error))
+        steps.append(
+            Step(
+                device_id,
+                "write",
+                f"{code}: write",
+                values=check_writes(profile, values, where),
+                continue_on_error=continue_on_error,
+            )
+        )
     if cmd.read is not None:
-        steps.append(Step(device_id, "read", f"{code}: read", points=list(cmd.read),
-                          continue_on_error=continue_on_error))
+        steps.append(
+            Step(
+                device_id,
+                "read",
+                f"{code}: read",
+                points=list(cmd.read),
+                continue_on_error=continue_on_error,
+            )
+        )
     return steps
 
 
@@ -202,18 +240,19 @@ def resolve_operation(
     if command_code is not None and command_code in profile.commands:
         cmd = profile.commands[command_code]
         params = check_params(command_code, cmd, parameters, where)
-        return _profile_steps(device_id, profile, command_code, cmd, params, where,
-                              continue_on_error)
+        return _profile_steps(
+            device_id, profile, command_code, cmd, params, where, continue_on_error
+        )
     if operation_type == "read":
         _only(parameters, {"points"}, where)
         names = check_reads(profile, parameters.get("points"), f"{where}.points")
-        return [Step(device_id, "read", "read", points=names,
-                     continue_on_error=continue_on_error)]
+        return [Step(device_id, "read", "read", points=names, continue_on_error=continue_on_error)]
     if operation_type == "write":
         _only(parameters, {"values"}, where)
         values = check_writes(profile, parameters.get("values"), f"{where}.values")
-        return [Step(device_id, "write", "write", values=values,
-                     continue_on_error=continue_on_error)]
+        return [
+            Step(device_id, "write", "write", values=values, continue_on_error=continue_on_error)
+        ]
     if command_code is not None:
         known = ", ".join(sorted(profile.commands)) or "none"
         raise RequestError(
@@ -246,11 +285,15 @@ def match_targets(
     elif isinstance(spec, list) and all(isinstance(s, str) for s in spec):
         items = [s.strip() for s in spec if s.strip()]
     else:
-        raise RequestError("INVALID_COMMAND", "targets must be a string or a list of device ids",
-                           {"field": "command.parameters.targets"})
+        raise RequestError(
+            "INVALID_COMMAND",
+            "targets must be a string or a list of device ids",
+            {"field": "command.parameters.targets"},
+        )
     if not items:
-        raise RequestError("INVALID_COMMAND", "targets is empty",
-                           {"field": "command.parameters.targets"})
+        raise RequestError(
+            "INVALID_COMMAND", "targets is empty", {"field": "command.parameters.targets"}
+        )
     chosen: dict[str, None] = {}
     for item in items:
         if item == "*":
@@ -260,8 +303,11 @@ def match_targets(
         else:
             found = [item] if item in types else []
         if not found:
-            raise RequestError("UNKNOWN_DEVICE", f"no device matches {item!r}",
-                               {"field": "command.parameters.targets", "target": item})
+            raise RequestError(
+                "UNKNOWN_DEVICE",
+                f"no device matches {item!r}",
+                {"field": "command.parameters.targets", "target": item},
+            )
         for d in found:
             chosen[d] = None
     return list(chosen)

@@ -23,7 +23,16 @@ COMMAND_TYPES = ("SIMPLE", "BATCH", "COMPLEX")
 OPERATION_TYPES = ("read", "write", "execute")
 TERMINAL_STATUSES = ("completed", "partial", "failed", "timeout", "cancelled")
 DEVICE_STATES = ("connecting", "online", "offline", "disabled")
-CAPABILITIES = ["command", "batch", "complex", "progress", "ack", "query", "cancel", "device_status"]
+CAPABILITIES = [
+    "command",
+    "batch",
+    "complex",
+    "progress",
+    "ack",
+    "query",
+    "cancel",
+    "device_status",
+]
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 
 # Gateway replies that need no answer; they are accepted and logged at debug level.
@@ -75,14 +84,18 @@ def parse_frame(data: str | bytes, max_size: int = 1024**2) -> Incoming:
         text = data
         if len(text) > max_size:
             ref = _extract_ref(text[:4096])
-            raise RequestError("MALFORMED_MESSAGE", f"frame of {len(text)} characters is too large",
-                               {"requestRef": ref} if ref else None)
+            raise RequestError(
+                "MALFORMED_MESSAGE",
+                f"frame of {len(text)} characters is too large",
+                {"requestRef": ref} if ref else None,
+            )
     try:
         body = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         ref = _extract_ref(text)
-        raise RequestError("MALFORMED_MESSAGE", "frame is not valid JSON",
-                           {"requestRef": ref} if ref else None) from None
+        raise RequestError(
+            "MALFORMED_MESSAGE", "frame is not valid JSON", {"requestRef": ref} if ref else None
+        ) from None
     if not isinstance(body, dict):
         raise RequestError("MALFORMED_MESSAGE", "frame is not a JSON object")
     raw_ref = body.get("requestRef")
@@ -92,7 +105,7 @@ def parse_frame(data: str | bytes, max_size: int = 1024**2) -> Incoming:
     if not isinstance(mtype, str) or not mtype.strip():
         raise RequestError("MALFORMED_MESSAGE", "frame has no string field 'type'", ref_details)
     version = body.get("version", VERSION)
-    if not isinstance(version, str) or version.split(".")[0].strip() != VERSION.split(".")[0]:
+    if not isinstance(version, str) or version.split(".", 1)[0].strip() != VERSION.split(".", 1)[0]:
         raise RequestError(
             "UNSUPPORTED_VERSION",
             f"protocol version {version!r} is not supported (this edge speaks {VERSION})",
@@ -157,12 +170,14 @@ def parse_command(msg: Incoming) -> CommandRequest:
         raise _invalid("command must be an object", "command")
     ctype = cmd.get("commandType", "SIMPLE")
     if not isinstance(ctype, str) or ctype.upper() not in COMMAND_TYPES:
-        raise _invalid(f"commandType must be one of {', '.join(COMMAND_TYPES)}",
-                       "command.commandType")
+        raise _invalid(
+            f"commandType must be one of {', '.join(COMMAND_TYPES)}", "command.commandType"
+        )
     op = cmd.get("operationType")
     if op is not None and (not isinstance(op, str) or op.lower() not in OPERATION_TYPES):
-        raise _invalid(f"operationType must be one of {', '.join(OPERATION_TYPES)}",
-                       "command.operationType")
+        raise _invalid(
+            f"operationType must be one of {', '.join(OPERATION_TYPES)}", "command.operationType"
+        )
     params = cmd.get("parameters", {})
     if params is None:
         params = {}
@@ -336,5 +351,4 @@ def is_terminal(msg: dict[str, Any]) -> bool:
 
 def encode(msg: dict[str, Any]) -> str:
     """Serialise an outgoing message compactly (no NaN: they are not JSON)."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=str)
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)

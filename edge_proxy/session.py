@@ -57,6 +57,7 @@ class Outbox:
         self.count = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self._ready = asyncio.Event()
+        self._empty = asyncio.Event()
         self.on_drop: Callable[[dict[str, Any]], None] | None = None
 
     def put(self, msg: dict[str, Any]) -> None:
@@ -64,8 +65,9 @@ class Outbox:
         text = protocol.encode(msg)
         size = len(text.encode("utf-8"))
         cls = drop_class(msg)
-        while self.count and (self.count + 1 > self.max_messages or
-                              self.bytes + size > self.max_bytes):
+        while self.count and (
+            self.count + 1 > self.max_messages or self.bytes + size > self.max_bytes
+        ):
             if not self._drop_one(cls):
                 break
         if self.count + 1 > self.max_messages or self.bytes + size > self.max_bytes:
@@ -93,8 +95,14 @@ class Outbox:
     def _count_drop(self, cls: str, msg: dict[str, Any], why: str) -> None:
         self.dropped[msg.get("type", cls)] += 1
         level = logging.ERROR if cls == "terminal" else logging.WARNING
-        log.log(level, "outbox: dropped a %s (%s); %d dropped so far", msg.get("type"), why,
-                sum(self.dropped.values()), extra={"request_ref": msg.get("requestRef")})
+        log.log(
+            level,
+            "outbox: dropped a %s (%s); %d dropped so far",
+            msg.get("type"),
+            why,
+            sum(self.dropped.values()),
+            extra={"request_ref": msg.get("requestRef")},
+        )
         if self.on_drop is not None:
             self.on_drop(msg)
 
@@ -114,6 +122,14 @@ class Outbox:
         _, text, _ = self._queues[cls].popleft()
         self.count -= 1
         self.bytes -= len(text.encode("utf-8"))
+        if self.count == 0:
+            self._empty.set()
+
+    async def drained(self) -> None:
+        """Wait until everything queued has been sent."""
+        while self.count:
+            self._empty.clear()
+            await self._empty.wait()
 
     async def wait(self) -> None:
         """Wait until there is something to send."""
@@ -179,8 +195,15 @@ class Session:
                 await self._serve_once()
             except asyncio.CancelledError:
                 raise
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed,
-                    RegistrationRejected, ssl.SSLError) as exc:
+            except (
+                OSError,
+                InvalidHandshake,
+                InvalidURI,
+                TimeoutError,
+                ConnectionClosed,
+                RegistrationRejected,
+                ssl.SSLError,
+            ) as exc:
                 self._failed(exc)
             except Exception as exc:  # keep the session alive whatever goes wrong
                 log.exception("gateway session error")
@@ -226,8 +249,10 @@ class Session:
             self.messages_out["REGISTER"] += 1
             self.connects += 1
             self.state = "online"
-            log.info("gateway: connected and REGISTER sent (%d devices)",
-                     len(register["clientInfo"]["devices"]))
+            log.info(
+                "gateway: connected and REGISTER sent (%d devices)",
+                len(register["clientInfo"]["devices"]),
+            )
             tasks = [
                 asyncio.create_task(self._reader(ws), name="gateway-reader"),
                 asyncio.create_task(self._sender(ws), name="gateway-sender"),
@@ -288,8 +313,7 @@ class Session:
         self._stopping = True
         ws = self.ws
         if ws is not None:
-            deadline = time.monotonic() + 2.0
-            while self.outbox.count and time.monotonic() < deadline and self.state == "online":
-                await asyncio.sleep(0.02)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.outbox.drained(), 2.0)
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, reason="edge shutting down")
