@@ -408,9 +408,15 @@ class Engine:
             cs.jobs.discard(job)
 
     async def _run_steps(
-        self, cs: CommandState, steps: list[Step], *, report: bool, total_offset: int = 0
+        self,
+        cs: CommandState,
+        steps: list[Step],
+        *,
+        report: bool,
+        results: list[dict[str, Any]] | None = None,
     ) -> tuple[str, list[dict[str, Any]], dict[str, Any], BaseException | None]:
-        results: list[dict[str, Any]] = []
+        # ``results`` is filled in place so an aborted run still reports what finished
+        results = [] if results is None else results
         values: dict[str, Any] = {}
         status = "completed"
         first_error: BaseException | None = None
@@ -448,10 +454,9 @@ class Engine:
                 status, result = await self._run_batch(cs, plan)
             else:
                 multi = len(plan) > 1 or cs.request.command_type == "COMPLEX"
-                try:
-                    status, steps_done, values, exc = await self._run_steps(cs, plan, report=multi)
-                except OperationAborted:
-                    raise
+                status, _, values, exc = await self._run_steps(
+                    cs, plan, report=multi, results=steps_done
+                )
                 if multi:
                     result = {"steps": steps_done, "values": values}
                 else:

@@ -78,6 +78,8 @@ class Gateway:
         self.server: Server | None = None
         self.conns: list[ServerConnection] = []
         self.frames: list[dict[str, Any]] = []
+        self.frame_conn: list[int] = []  # which connection (1-based) each frame came on
+        self.close_codes: list[int | None] = []
         self.raw: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.connections = 0
@@ -104,9 +106,10 @@ class Gateway:
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections += 1
+        number = self.connections
         self.conns.append(ws)
         assert ws.request is not None
-        self.headers.append(dict(ws.request.headers))
+        self.headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
         if self.on_connect is not None:
             await self.on_connect(ws)
         try:
@@ -115,9 +118,13 @@ class Gateway:
                 async with self._cond:
                     self.raw.append(frame)
                     self.frames.append(json.loads(frame))
+                    self.frame_conn.append(number)
                     self._cond.notify_all()
         except ConnectionClosed:
             pass
+        async with self._cond:
+            self.close_codes.append(ws.close_code)
+            self._cond.notify_all()
 
     async def wait(
         self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, count: int = 1
