@@ -69,8 +69,6 @@ class Daemon:
                 link_cfg,
                 max_queued=self.config.commands.max_queued_per_link,
                 aging=self.config.commands.aging,
-                admit=self.engine.admit,
-                release=self.engine.release,
             )
             self.links[key] = runtime
         adapter: Device = driver.device_class(runtime.link, dev_cfg, profile)

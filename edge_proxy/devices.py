@@ -244,13 +244,6 @@ class Job:
     started: bool = False
 
 
-class Overloaded(RequestError):
-    """A queue is full."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("OVERLOADED", message)
-
-
 class LinkRuntime:
     """One shared connection: its queue, its worker, its reconnect backoff."""
 
@@ -263,8 +256,6 @@ class LinkRuntime:
         *,
         max_queued: int = 1000,
         aging: float = 2.0,
-        admit: Callable[[], None] | None = None,
-        release: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.driver = driver
@@ -272,8 +263,8 @@ class LinkRuntime:
         self.config = config
         self.max_queued = max_queued
         self.aging = aging
-        self._admit = admit
-        self._release = release
+        #: accepted, unfinished commands that target this link (the engine's admission bound)
+        self.reserved = 0
         self.queues: list[collections.deque[Job]] = [collections.deque() for _ in range(5)]
         self.queued = 0
         self.devices: dict[str, DeviceRuntime] = {}
@@ -315,14 +306,10 @@ class LinkRuntime:
         *,
         probe: bool = False,
     ) -> Job:
-        """Queue one operation; raise Overloaded if the link's queue is full."""
+        """Queue one operation (the engine bounds how many commands may wait per link)."""
         if self._closing:
             raise DeviceOffline(f"link {self.name} is shutting down")
         if level < BACKGROUND:
-            if self.queued >= self.max_queued:
-                raise Overloaded(f"link {self.name} has {self.queued} commands queued")
-            if self._admit is not None:
-                self._admit()
             self.queued += 1
         loop = asyncio.get_running_loop()
         job = Job(device, level, fn, ctx, probe, loop.create_future())
@@ -346,8 +333,6 @@ class LinkRuntime:
     def _dequeued(self, job: Job) -> None:
         if job.level < BACKGROUND:
             self.queued -= 1
-            if self._release is not None:
-                self._release()
 
     def _pick(self) -> Job | None:
         now = time.monotonic()

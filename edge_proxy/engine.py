@@ -21,7 +21,7 @@ from typing import Any
 
 from . import operations, protocol
 from .config import CommandsConfig
-from .devices import PRIORITY_LEVELS, DeviceRuntime, Job
+from .devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
 from .drivers import Device, OperationContext
 from .errors import (
     DeviceOffline,
@@ -46,6 +46,7 @@ class CommandState:
     ctx: OperationContext
     arrived: float
     targets: list[str]
+    links: set[LinkRuntime]
     aborted: asyncio.Event = field(default_factory=asyncio.Event)
     jobs: set[Job] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
@@ -80,34 +81,22 @@ class Engine:
         self.finished: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = (
             collections.OrderedDict()
         )
-        self.queued_total = 0
         self.accepting = True
         self.counts: collections.Counter[str] = collections.Counter()
         self.on_terminal: Callable[[str, str, str, float], None] | None = None
-
-    # ------------------------------------------------------------------ admission counters
-
-    def admit(self) -> None:
-        """Called by a link when it queues a command job; enforces the total bound."""
-        if self.queued_total >= self.config.max_queued:
-            from .devices import Overloaded
-
-            raise Overloaded(f"{self.queued_total} commands are queued on this edge")
-        self.queued_total += 1
-
-    def release(self) -> None:
-        """Called by a link when a command job leaves its queue."""
-        self.queued_total -= 1
 
     # ------------------------------------------------------------------ frames in
 
     def handle_frame(self, data: str | bytes) -> None:
         """Process one Gateway frame; never raises."""
+        msg: protocol.Incoming | None = None
         try:
             msg = protocol.parse_frame(data, self.max_message_size)
             self._dispatch(msg)
         except RequestError as exc:
             ref = exc.details.pop("requestRef", None) if exc.details else None
+            if ref is None and msg is not None:
+                ref = msg.request_ref
             self.counts[f"rejected:{exc.code}"] += 1
             log.warning("rejected frame: %s: %s", exc.code, exc.message, extra={"request_ref": ref})
             self.emit(
@@ -170,19 +159,25 @@ class Engine:
                     {"field": "targetClientId"},
                 )
             targets, plan = self._plan(req)
-            if self.queued_total >= self.config.max_queued:
-                raise RequestError("OVERLOADED", f"{self.queued_total} commands are queued")
-            for dev_id in targets:
-                link = self.devices[dev_id].link
-                if link is not None and link.pending() >= link.max_queued:
-                    raise RequestError("OVERLOADED", f"link {link.name} queue is full")
+            if len(self.running) >= self.config.max_queued:
+                raise RequestError(
+                    "OVERLOADED", f"{len(self.running)} commands are already in progress"
+                )
+            links = {d.link for d in (self.devices[t] for t in targets) if d.link is not None}
+            for link in links:
+                if link.reserved >= link.max_queued:
+                    raise RequestError(
+                        "OVERLOADED", f"link {link.name} has {link.reserved} commands waiting"
+                    )
         except RequestError as exc:
             self._reject(req, exc)
             return
         loop = asyncio.get_running_loop()
         timeout = (req.timeout_ms / 1000.0) if req.timeout_ms else self.config.default_timeout
         ctx = OperationContext(ref, loop.time() + timeout)
-        cs = CommandState(req, ctx, time.monotonic(), targets)
+        cs = CommandState(req, ctx, time.monotonic(), targets, links)
+        for link in links:
+            link.reserved += 1
         self.running[ref] = cs
         self.counts[f"accepted:{req.command_type}"] += 1
         self.emit(self.factory.ack(ref, "accepted", targets))
@@ -569,6 +564,8 @@ class Engine:
         if cs.progress_pending is not None:
             self._send_progress(cs, cs.progress_pending)
         cs.finished = True
+        for link in cs.links:
+            link.reserved -= 1
         if cs.deadline_handle is not None:
             cs.deadline_handle.cancel()
         req = cs.request
