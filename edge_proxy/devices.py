@@ -29,6 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from .config import DeviceConfig, LinkConfig, ProfileConfig, ReconnectConfig
@@ -42,6 +43,7 @@ from .errors import (
     RequestError,
     error_code,
 )
+from .protocol import utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,12 @@ class DeviceCounters:
             "timeouts": self.timeouts,
             "reconnects": self.reconnects,
         }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return utc_timestamp(datetime.fromtimestamp(epoch, timezone.utc))
 
 
 class DeviceRuntime:
@@ -163,7 +171,7 @@ class DeviceRuntime:
         self.consecutive_failures += 1
         self.last_activity = time.monotonic()
         message = exc.message if isinstance(exc, EdgeProxyError) else str(exc)
-        self.last_error = {"code": error_code(exc), "message": message, "at": time.time()}
+        self.last_error = {"code": error_code(exc), "message": message, "at": _iso(time.time())}
         limit = self.link.config.offline_after if self.link else 3
         if self.consecutive_failures >= limit:
             self._fire("failed_out", f"{message} (x{self.consecutive_failures})")
@@ -181,7 +189,7 @@ class DeviceRuntime:
             "profile": self.config.profile,
             "link": self.link.name if self.link else None,
             "lastError": self.last_error,
-            "lastSeen": self.last_seen,
+            "lastSeen": _iso(self.last_seen),
             "counters": self.counters.as_dict(),
         }
 
