@@ -149,9 +149,7 @@ class DriverContract:
             set_current_operation(None)
             await link.close()
 
-    async def test_unreachable_open_fails_with_a_typed_error(
-        self, contract: ContractSetup
-    ) -> None:
+    async def test_unreachable_open_fails_with_a_typed_error(self, contract: ContractSetup) -> None:
         """open() of an unreachable endpoint raises EdgeProxyError or OSError, in time."""
         if contract.unreachable is None:
             pytest.skip("no unreachable link given")

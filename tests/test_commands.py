@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Gateway, base_tree, command, is_terminal, make_config
 
+from conftest import Gateway, base_tree, command, is_terminal, make_config
 from edge_proxy.config import Config
 from edge_proxy.daemon import Daemon
 

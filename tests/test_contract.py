@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import PILLAR_PROFILE
 
+from conftest import PILLAR_PROFILE
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.testing import ContractSetup, DriverContract
 from edge_proxy_drivers.simulated import SimulatedDriver

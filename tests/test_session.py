@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import trustme
-from conftest import Gateway, base_tree, command, make_config
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config
 from edge_proxy.daemon import Daemon
 from edge_proxy.logsetup import setup_logging
@@ -53,8 +53,13 @@ async def test_disabled_device_is_registered_as_disabled(
 ) -> None:
     tree = base_tree(gateway.url)
     tree["devices"].append(
-        {"id": "pillar-900", "type": "pillar", "profile": "pillar",
-         "link": {"driver": "simulated"}, "enabled": False}
+        {
+            "id": "pillar-900",
+            "type": "pillar",
+            "profile": "pillar",
+            "link": {"driver": "simulated"},
+            "enabled": False,
+        }
     )
     await edge_factory(make_config(tree))
     reg = (await gateway.wait(lambda f: f["type"] == "REGISTER"))[0]
@@ -116,8 +121,9 @@ async def test_restart_reregisters_and_delivers_results_in_order(
     await gateway.wait(lambda f: f["type"] == "REGISTER")
     refs = [f"o{i}" for i in range(5)]
     for ref in refs:  # the slow link runs them one after another, 300 ms each
-        await gateway.send(command(ref, "pillar-slow", op="write",
-                                   params={"values": {"mode": int(ref[1:])}}))
+        await gateway.send(
+            command(ref, "pillar-slow", op="write", params={"values": {"mode": int(ref[1:])}})
+        )
     await gateway.wait(lambda f: f["type"] == "ack" and f["requestRef"] == refs[-1])
     await gateway.stop()  # the Gateway dies while the results are being produced
     await asyncio.sleep(0)
@@ -125,7 +131,8 @@ async def test_restart_reregisters_and_delivers_results_in_order(
     regs = await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=10, count=2)
     assert len(regs) == 2
     terminals = await gateway.wait(
-        lambda f: f["type"] == "command_response" and f["requestRef"] in refs, timeout=10,
+        lambda f: f["type"] == "command_response" and f["requestRef"] in refs,
+        timeout=10,
         count=5,
     )
     assert [t["requestRef"] for t in terminals] == refs
@@ -198,8 +205,9 @@ async def test_stop_closes_with_1001(gateway: Gateway, edge_factory: EdgeFactory
 
 def test_outbox_drop_policy() -> None:
     box = Outbox(max_messages=6, max_bytes=1024**2)
-    term = [{"type": "command_response", "requestRef": f"t{i}", "status": "completed"}
-            for i in range(3)]
+    term = [
+        {"type": "command_response", "requestRef": f"t{i}", "status": "completed"} for i in range(3)
+    ]
     prog = [{"type": "progress_update", "requestRef": f"p{i}", "progress": i} for i in range(2)]
     tele = [{"type": "telemetry", "deviceId": "d", "values": {"v": i}} for i in range(2)]
     for msg in (tele[0], term[0], prog[0], tele[1], term[1], prog[1]):
@@ -215,10 +223,15 @@ def test_outbox_drop_policy() -> None:
         order.append(item[2])
         box.pop(item[0])
     types = [m["type"] for m in order]
-    assert types == ["command_response", "command_response", "progress_update",
-                     "command_response", "device_status", "ack"]
-    assert [m["requestRef"] for m in order if m["type"] == "command_response"] == ["t0", "t1",
-                                                                                   "t2"]
+    assert types == [
+        "command_response",
+        "command_response",
+        "progress_update",
+        "command_response",
+        "device_status",
+        "ack",
+    ]
+    assert [m["requestRef"] for m in order if m["type"] == "command_response"] == ["t0", "t1", "t2"]
 
 
 def test_outbox_drops_terminal_last_and_counts_by_bytes() -> None:
@@ -272,8 +285,9 @@ def _tls_tree(gw: Gateway, tls: dict[str, Any] | None) -> dict[str, Any]:
     return tree
 
 
-async def test_wss_with_trusted_ca(ca: trustme.CA, tmp_path: Path,
-                                   edge_factory: EdgeFactory) -> None:
+async def test_wss_with_trusted_ca(
+    ca: trustme.CA, tmp_path: Path, edge_factory: EdgeFactory
+) -> None:
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     gw = await _tls_gateway(ca)
@@ -286,8 +300,9 @@ async def test_wss_with_trusted_ca(ca: trustme.CA, tmp_path: Path,
         await gw.stop()
 
 
-async def test_wss_untrusted_certificate_is_refused(ca: trustme.CA,
-                                                   edge_factory: EdgeFactory) -> None:
+async def test_wss_untrusted_certificate_is_refused(
+    ca: trustme.CA, edge_factory: EdgeFactory
+) -> None:
     gw = await _tls_gateway(ca)
     try:
         daemon = await edge_factory(make_config(_tls_tree(gw, None)))
@@ -302,8 +317,9 @@ async def test_wss_untrusted_certificate_is_refused(ca: trustme.CA,
         await gw.stop()
 
 
-async def test_wss_client_certificate(ca: trustme.CA, tmp_path: Path,
-                                      edge_factory: EdgeFactory) -> None:
+async def test_wss_client_certificate(
+    ca: trustme.CA, tmp_path: Path, edge_factory: EdgeFactory
+) -> None:
     ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "edge.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     client = ca.issue_cert("edge-001")
@@ -315,8 +331,9 @@ async def test_wss_client_certificate(ca: trustme.CA, tmp_path: Path,
     gw = Gateway()
     await gw.start(ssl=server_ctx)
     try:
-        await edge_factory(make_config(_tls_tree(
-            gw, {"ca_file": str(ca_file), "cert_file": str(cert_file)})))
+        await edge_factory(
+            make_config(_tls_tree(gw, {"ca_file": str(ca_file), "cert_file": str(cert_file)}))
+        )
         await gw.wait(lambda f: f["type"] == "REGISTER", timeout=5)
     finally:
         await gw.stop()
