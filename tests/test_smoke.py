@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from conftest import Gateway, command
-
 from edge_proxy.daemon import Daemon
 
 
