@@ -13,6 +13,7 @@ without reading code.
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import re
 import string
@@ -25,8 +26,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -65,6 +68,8 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise ValueError("expected a duration such as 5s, 250ms, 2m or a number of seconds")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -102,8 +107,10 @@ def interpolate_env(
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
+            value = env.get(name)
+            # as in a shell, ${VAR:-default} also takes the default when VAR is set but empty
+            if value is not None and (value or default is None):
+                return value
             if default is not None:
                 return default
             errs.append(
@@ -300,7 +307,18 @@ class PointConfig(_Model):
         if self.scale == 0:
             raise ValueError("scale cannot be 0")
         if self.table in ("input", "discrete_input") and self.access != "r":
-            raise ValueError(f"a {self.table} point is read-only; access must be r")
+            article = "an" if self.table == "input" else "a"
+            raise ValueError(f"{article} {self.table} point is read-only; access must be r")
+        width = {"int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4, "float64": 4}
+        span = self.length if self.type == "string" else width.get(self.type, 1)
+        if self.address + (span or 1) - 1 > 65535:
+            raise ValueError(
+                f"the point runs past address 65535 ({span} registers from {self.address})"
+            )
+        for name in ("scale", "offset", "min", "max"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
         return self
 
     @property
@@ -338,6 +356,13 @@ class ParamConfig(_Model):
     def _range(self) -> ParamConfig:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.default is not None:
+            from .operations import check_param  # the same rule a Gateway value meets
+
+            try:
+                check_param("default", self, self.default, "default")
+            except EdgeProxyError as exc:
+                raise ValueError(f"default {exc.message.removeprefix('default: ')}") from None
         return self
 
 
@@ -352,6 +377,10 @@ class StepConfig(_Model):
 
     @model_validator(mode="after")
     def _one_action(self) -> StepConfig:
+        if self.write is not None and not self.write:
+            raise ValueError("write is empty")
+        if self.read is not None and not self.read:
+            raise ValueError("read is empty")
         given = [k for k in ("write", "read", "delay", "command") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -395,6 +424,12 @@ class CommandConfig(_Model):
 
     @model_validator(mode="after")
     def _has_action(self) -> CommandConfig:
+        if self.write is not None and not self.write:
+            raise ValueError("write is empty")
+        if self.read is not None and not self.read:
+            raise ValueError("read is empty")
+        if self.steps is not None and not self.steps:
+            raise ValueError("steps is empty")
         if self.steps is not None and (self.write or self.read or self.request):
             raise ValueError("steps cannot be combined with write, read or request")
         if self.request is not None and (self.write or self.read):
@@ -422,11 +457,11 @@ def _template_names(value: object) -> set[str]:
     if not isinstance(value, str):
         return set()
     try:
-        return {
-            f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value) if f
-        }
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
     except ValueError:
         return set()
+    # "{}" or "{0}" can never be filled from named parameters: report it as an unknown name
+    return {f.split(".")[0].split("[")[0] or "{}" for f in fields}
 
 
 class LineConfig(_Model):
@@ -489,6 +524,14 @@ class LinkConfig(BaseModel):
             raise ValueError("stopbits must be 1, 1.5 or 2")
         return v
 
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port_number(cls, v: object) -> object:
+        # "${PLC_PORT:-502}" arrives as a string; a serial device path is never all digits
+        if isinstance(v, str) and v.strip().isdigit():
+            return int(v)
+        return v
+
     @field_validator("parity", mode="before")
     @classmethod
     def _parity_upper(cls, v: object) -> object:
@@ -500,13 +543,25 @@ class LinkConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _link_kind(value: object) -> str:
+    return "named" if isinstance(value, str) else "inline"
+
+
+# A tagged union, so that errors come from the branch the value is and paths stay plain.
+LinkRef = Annotated[
+    Annotated[str, Tag("named")] | Annotated[LinkConfig, Tag("inline")],
+    Discriminator(_link_kind),
+]
+_UNION_TAGS = {"named", "inline"}
+
+
 class DeviceConfig(_Model):
     """One field device."""
 
     id: str = Field(min_length=1)
     type: str = Field("device", min_length=1, description="deviceType on the wire.")
     profile: str
-    link: str | LinkConfig
+    link: LinkRef
     unit: int | None = Field(None, ge=0, le=247, description="Modbus unit id; default 1.")
     enabled: bool = True
     name: str | None = None
@@ -576,7 +631,7 @@ def _loc(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after", "function-before") or "[" in str(part):
+        elif part in _UNION_TAGS or "[" in str(part):
             continue
         else:
             out = _join(out, part)
@@ -629,6 +684,9 @@ def load_config(
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the file ({exc.strerror or exc})"]) from None
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}: {bad!r})"]) from None
     return load_config_text(text, env, check_link, source=str(path))
 
 
@@ -640,12 +698,13 @@ def load_config_text(
 ) -> Config:
     """Parse and validate YAML text (see load_config)."""
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{source}:{where}: not valid YAML: {problem}"]) from None
+        problem = " ".join(str(problem).split())
+        raise ConfigError([f"{source}:{where} not valid YAML: {problem}"]) from None
     errors: list[str] = []
     tree = interpolate_env(tree, os.environ if env is None else env, "", errors)
     if errors:
@@ -653,11 +712,38 @@ def load_config_text(
     return validate_tree(tree, check_link)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (the last would win silently)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, (str, int, float, bool)):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (it appears twice in one mapping)",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _link_identity(config: Config, device: DeviceConfig) -> tuple[object, ...]:
+    """What makes two devices share a connection (as Driver.share_key decides it)."""
     link = config.link_of(device)
-    if isinstance(device.link, str):
-        return ("named", device.link)
-    return (link.driver, link.host, link.port)
+    if isinstance(link.port, str):
+        return ("serial", link.port)
+    if link.host:
+        return (link.driver, link.host, link.port)
+    return ("named", config.link_name_of(device))
 
 
 def cross_check(config: Config, check_link: DriverChecker | None = None) -> list[str]:

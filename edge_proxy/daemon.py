@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -15,6 +16,7 @@ from .drivers import Device, DriverRegistry, registry
 from .engine import Engine
 from .errors import EdgeProxyError
 from .session import Outbox, Session
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,17 @@ class Daemon:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.stopped = asyncio.Event()
+        self.spool: Spool | None = None
+        if config.gateway.outbox.spool:
+            self.spool = Spool(config.gateway.outbox.spool)
+            self.engine.journal = self.spool
+            self.outbox.on_done = self.spool.sent
+            now = time.monotonic()
+            for spool_id, msg in self.spool.recover(self.factory):
+                self.outbox.put(msg, spool_id)
+                ref = msg.get("requestRef")
+                if isinstance(ref, str):  # a repeat of it is answered, not run again
+                    self.engine.finished[ref] = (now, {**msg, "_targets": []})
 
     def _build_device(self, dev_cfg: DeviceConfig) -> DeviceRuntime:
         profile = self.config.profiles[dev_cfg.profile]
@@ -80,7 +93,8 @@ class Daemon:
 
     def emit(self, msg: dict[str, Any]) -> None:
         """Queue a message for the Gateway."""
-        self.outbox.put(msg)
+        spool_id = msg.get("_spool_id")
+        self.outbox.put(msg, spool_id if isinstance(spool_id, int) else None)
 
     def _on_state(self, dev: DeviceRuntime, new: str, previous: str | None, reason: str) -> None:
         self.emit(self.factory.device_status(dev.id, dev.config.type, new, previous, reason))
@@ -148,5 +162,7 @@ class Daemon:
             await dev.stop_health()
         for link in self.links.values():
             await link.close()
+        if self.spool is not None:
+            self.spool.close()
         self.stopped.set()
         log.info("stopped")

@@ -84,6 +84,8 @@ class Engine:
         self.accepting = True
         self.counts: collections.Counter[str] = collections.Counter()
         self.on_terminal: Callable[[str, str, str, float], None] | None = None
+        #: the on-disk spool, when configured (edge_proxy.spool.Spool)
+        self.journal: Any = None
 
     # ------------------------------------------------------------------ frames in
 
@@ -180,6 +182,8 @@ class Engine:
             link.reserved += 1
         self.running[ref] = cs
         self.counts[f"accepted:{req.command_type}"] += 1
+        if self.journal is not None:
+            self.journal.accepted(ref, req.callback, req.has_callback)
         self.emit(self.factory.ack(ref, "accepted", targets))
         cs.deadline_handle = loop.call_at(ctx.deadline or 0.0, self.abort, cs, "timeout")
         cs.task = asyncio.create_task(self._run(cs, plan), name=f"command:{ref}")
@@ -589,7 +593,16 @@ class Engine:
             int(elapsed * 1000),
             extra={"request_ref": req.request_ref},
         )
+        if self.journal is not None:
+            try:
+                msg["_spool_id"] = self.journal.terminal(msg)
+            except Exception:
+                log.exception(
+                    "spool: cannot store the terminal message",
+                    extra={"request_ref": req.request_ref},
+                )
         self.emit(msg)
+        msg = {k: v for k, v in msg.items() if k != "_spool_id"}
         for _ in range(cs.duplicates):
             self.emit(msg)
         self.finished[req.request_ref] = (time.monotonic(), {**msg, "_targets": cs.targets})

@@ -351,4 +351,23 @@ def is_terminal(msg: dict[str, Any]) -> bool:
 
 def encode(msg: dict[str, Any]) -> str:
     """Serialise an outgoing message compactly (no NaN: they are not JSON)."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    if any(k.startswith("_") for k in msg):
+        msg = {k: v for k, v in msg.items() if not k.startswith("_")}
+    try:
+        return json.dumps(
+            msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
+    except ValueError:  # NaN or infinity from a device: not JSON, sent as null
+        return json.dumps(
+            _finite(msg), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

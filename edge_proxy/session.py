@@ -49,7 +49,7 @@ class Outbox:
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._queues: dict[str, collections.deque[tuple[int, str, dict[str, Any]]]] = {
+        self._queues: dict[str, collections.deque[tuple[int, str, dict[str, Any], int | None]]] = {
             k: collections.deque() for k in DROP_ORDER
         }
         self._seq = itertools.count()
@@ -59,8 +59,10 @@ class Outbox:
         self._ready = asyncio.Event()
         self._empty = asyncio.Event()
         self.on_drop: Callable[[dict[str, Any]], None] | None = None
+        #: called with the spool id of a spooled message once it is sent (or dropped)
+        self.on_done: Callable[[int], None] | None = None
 
-    def put(self, msg: dict[str, Any]) -> None:
+    def put(self, msg: dict[str, Any], spool_id: int | None = None) -> None:
         """Queue a message, dropping others by policy if the bounds are reached."""
         text = protocol.encode(msg)
         size = len(text.encode("utf-8"))
@@ -72,8 +74,9 @@ class Outbox:
                 break
         if self.count + 1 > self.max_messages or self.bytes + size > self.max_bytes:
             self._count_drop(cls, msg, "it alone exceeds the outbox")
+            self._done(spool_id)
             return
-        self._queues[cls].append((next(self._seq), text, msg))
+        self._queues[cls].append((next(self._seq), text, msg, spool_id))
         self.count += 1
         self.bytes += size
         self._ready.set()
@@ -85,12 +88,17 @@ class Outbox:
                 # an incoming message of a lower class is dropped itself rather than a higher one
                 if DROP_ORDER.index(cls) > DROP_ORDER.index(incoming):
                     return False
-                _, text, msg = queue.popleft()
+                _, text, msg, spool_id = queue.popleft()
                 self.count -= 1
                 self.bytes -= len(text.encode("utf-8"))
                 self._count_drop(cls, msg, "outbox full")
+                self._done(spool_id)
                 return True
         return False
+
+    def _done(self, spool_id: int | None) -> None:
+        if spool_id is not None and self.on_done is not None:
+            self.on_done(spool_id)
 
     def _count_drop(self, cls: str, msg: dict[str, Any], why: str) -> None:
         self.dropped[msg.get("type", cls)] += 1
@@ -114,12 +122,13 @@ class Outbox:
                 best = (queue[0][0], cls)
         if best is None:
             return None
-        _, text, msg = self._queues[best[1]][0]
+        _, text, msg, _ = self._queues[best[1]][0]
         return best[1], text, msg
 
     def pop(self, cls: str) -> None:
         """Remove the message peek() returned."""
-        _, text, _ = self._queues[cls].popleft()
+        _, text, _, spool_id = self._queues[cls].popleft()
+        self._done(spool_id)
         self.count -= 1
         self.bytes -= len(text.encode("utf-8"))
         if self.count == 0:
