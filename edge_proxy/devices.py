@@ -133,6 +133,9 @@ class DeviceRuntime:
         self.counters = DeviceCounters()
         self.latency_sum = 0.0
         self.probe_backoff = Backoff(link.config.reconnect if link else ReconnectConfig())
+        # the longest one transaction may take: the link's timeout or a command's own
+        timeouts = [c.timeout for c in profile.commands.values() if c.timeout is not None]
+        self.max_transaction = max([link.config.timeout if link else 1.0, *timeouts])
         self._health_task: asyncio.Task[None] | None = None
 
     @property
@@ -443,7 +446,7 @@ class LinkRuntime:
         started = time.monotonic()
         # A last-resort guard for drivers that never return: the driver's own per-transaction
         # timeouts should always fire first.
-        guard = self.config.timeout * 4 + 5.0
+        guard = device.max_transaction * 4 + 5.0
         if job.ctx.deadline is not None:
             guard += max(0.0, job.ctx.deadline - asyncio.get_running_loop().time())
         try:

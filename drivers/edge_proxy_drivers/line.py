@@ -1,0 +1,467 @@
+"""The ``line-tcp`` and ``line-serial`` drivers: text request/reply protocols, one line each way.
+
+A profile with a ``line:`` section (terminator, encoding, ``max_line``) and commands with a
+``request`` template and an optional ``expect`` regular expression is run as one transaction
+per command: the request is rendered with Python format syntax over the command's parameters,
+sent with the terminator, and one reply line is read within the command's ``timeout`` (or the
+link's). With ``expect``, the whole reply line must match it (``re.fullmatch``; anchors in the
+pattern are allowed and change nothing); its named groups are the result, numbers converted to
+``int`` or ``float``. Without ``expect`` the result is ``{"reply": <line>}``.
+
+Keeping replies paired with their requests
+------------------------------------------
+These protocols carry no transaction id, so the driver relies on timing:
+
+* everything received before a request is written cannot be its reply: it is discarded (and
+  logged) before each request, complete lines and partial ones alike;
+* after a request times out, or its reply overflows ``max_line``, the device may still be
+  sending that reply. The next transaction on the link first waits, up to the link key
+  ``late_reply_grace`` after the failure (default: the timeout that expired), for that late
+  line and discards it, and only then writes its own request.
+
+The limit: a reply that arrives later than the grace, or the tail of a partial unsolicited
+line that arrives after the next request was written, is taken as (part of) the next reply.
+``expect`` then usually rejects it, which fails that one transaction; a profile without
+``expect`` cannot tell. Choose a grace longer than the device's worst reply time.
+
+Extra link key (both drivers): ``late_reply_grace`` (a duration; ``0`` turns the wait off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import termios
+import time
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import serial_asyncio
+
+from edge_proxy.config import (
+    CommandConfig,
+    DeviceConfig,
+    LineConfig,
+    LinkConfig,
+    ProfileConfig,
+    parse_duration,
+)
+from edge_proxy.drivers import Device, Driver, Link, checkpoint
+from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError, RequestError
+
+log = logging.getLogger(__name__)
+
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
+_DEFAULT_LINE = LineConfig()
+#: How long close() waits for buffered output to flush before dropping the connection.
+_CLOSE_FLUSH = 1.0
+
+
+class _LineProtocol(asyncio.Protocol):
+    """Collects received bytes in a buffer the link reads lines from."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.error: BaseException | None = None
+        self.lost_event = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport (only a serial transport calls this after open returns)."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Append to the buffer and wake a waiting reader."""
+        self.buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        """The peer closed its side: let the transport close."""
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Mark the connection dead and wake a waiting reader."""
+        self.lost = True
+        self.error = exc
+        self.lost_event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_data(self, timeout: float) -> bool:
+        """Wait for more bytes or the end of the connection; False on timeout."""
+        if self.lost:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+        return True
+
+
+class LineLink(Link):
+    """A byte stream carrying text lines; subclasses say how to connect."""
+
+    def __init__(self, name: str, config: LinkConfig) -> None:
+        super().__init__(name, config)
+        grace = config.extra_keys.get("late_reply_grace")
+        self.late_reply_grace: float | None = None if grace is None else parse_duration(grace)
+        self._protocol: _LineProtocol | None = None
+        self._transport: asyncio.Transport | None = None
+        # Replies still owed by the device for requests we gave up on, and until when to wait.
+        self._late = 0
+        self._late_until = 0.0
+        self._late_terminator = b"\r\n"
+        #: Lines (or fragments) received outside a transaction and thrown away.
+        self.discarded = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is up."""
+        return (
+            self._protocol is not None
+            and self._transport is not None
+            and not self._protocol.lost
+            and not self._transport.is_closing()
+        )
+
+    @abstractmethod
+    async def _connect(self) -> tuple[asyncio.Transport, _LineProtocol]:
+        """Open the byte stream; raise OSError when it cannot be opened."""
+
+    async def open(self) -> None:
+        """Connect; LinkIOError when the peer cannot be reached."""
+        if self.is_open:
+            return
+        await self.close()
+        try:
+            transport, protocol = await self._connect()
+        except LinkIOError:
+            raise
+        except OSError as exc:
+            raise LinkIOError(f"link {self.name}: cannot connect: {exc}") from exc
+        self._transport, self._protocol = transport, protocol
+        # Nothing owed by a previous connection can arrive on this one.
+        self._late = 0
+
+    async def close(self) -> None:
+        """Close the connection; does nothing when already closed."""
+        transport, protocol = self._transport, self._protocol
+        self._transport = self._protocol = None
+        if transport is None or protocol is None:
+            return
+        transport.close()
+        # Wait for connection_lost so the socket or port is really released on return.
+        try:
+            await asyncio.wait_for(protocol.lost_event.wait(), _CLOSE_FLUSH)
+        except (asyncio.TimeoutError, TimeoutError):
+            transport.abort()
+
+    def _require(self) -> tuple[asyncio.Transport, _LineProtocol]:
+        if self._transport is None or self._protocol is None or not self.is_open:
+            reason = self._protocol.error if self._protocol is not None else None
+            raise LinkIOError(
+                f"link {self.name}: connection closed" + (f" ({reason})" if reason else "")
+            )
+        return self._transport, self._protocol
+
+    @staticmethod
+    def _take_line(protocol: _LineProtocol, terminator: bytes) -> bytes | None:
+        index = protocol.buffer.find(terminator)
+        if index < 0:
+            return None
+        line = bytes(protocol.buffer[:index])
+        del protocol.buffer[: index + len(terminator)]
+        return line
+
+    def _discard(self, what: str, data: bytes, device_id: str) -> None:
+        self.discarded += 1
+        log.info(
+            "link %s: discarded %s %r",
+            self.name,
+            what,
+            data[:200],
+            extra={"device_id": device_id},
+        )
+
+    async def _settle(self, terminator: bytes, device_id: str) -> None:
+        """Throw away what arrived outside a transaction, and wait out an owed late reply."""
+        _, protocol = self._require()
+        if self._late:
+            # The owed reply ends the way the device that owes it ends its lines.
+            terminator = self._late_terminator
+        while True:
+            line = self._take_line(protocol, terminator)
+            if line is None:
+                if self._late == 0:
+                    break
+                remaining = self._late_until - time.monotonic()
+                if remaining <= 0 or not await protocol.wait_data(remaining):
+                    break
+                self._require()
+                continue
+            if self._late > 0:
+                self._late -= 1
+                self._discard("late reply", line, device_id)
+            else:
+                self._discard("unsolicited line", line, device_id)
+        self._late = 0
+        if protocol.buffer:
+            self._discard("partial line", bytes(protocol.buffer), device_id)
+            protocol.buffer.clear()
+
+    def _owe(self, terminator: bytes, timeout: float) -> None:
+        grace = timeout if self.late_reply_grace is None else self.late_reply_grace
+        self._late += 1
+        self._late_until = time.monotonic() + grace
+        self._late_terminator = terminator
+
+    async def transact(
+        self,
+        request: bytes,
+        terminator: bytes,
+        *,
+        timeout: float,
+        max_line: int,
+        device_id: str,
+    ) -> bytes:
+        """Send one request line and return the reply line (both without terminator)."""
+        await self._settle(terminator, device_id)
+        checkpoint()
+        transport, protocol = self._require()
+        transport.write(request + terminator)
+        try:
+            return await self._read_reply(
+                protocol, request, terminator, timeout, max_line, device_id
+            )
+        except asyncio.CancelledError:
+            # The request is out: whatever answers it now is a late reply.
+            self._owe(terminator, timeout)
+            raise
+
+    async def _read_reply(
+        self,
+        protocol: _LineProtocol,
+        request: bytes,
+        terminator: bytes,
+        timeout: float,
+        max_line: int,
+        device_id: str,
+    ) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._take_line(protocol, terminator)
+            if line is not None:
+                if len(line) > max_line:
+                    raise DeviceException(
+                        f"device {device_id}: reply of {len(line)} bytes is longer than "
+                        f"max_line ({max_line})"
+                    )
+                return line
+            self._require()
+            if len(protocol.buffer) > max_line + len(terminator):
+                # The rest of this line is still coming: treat it like a late reply.
+                self._owe(terminator, timeout)
+                raise DeviceException(
+                    f"device {device_id}: reply is longer than max_line ({max_line} bytes)"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await protocol.wait_data(remaining):
+                self._owe(terminator, timeout)
+                raise DeviceTimeout(
+                    f"device {device_id} did not answer {request[:80]!r} within {timeout:g}s"
+                )
+
+
+class LineTcpLink(LineLink):
+    """A TCP connection to a device or a serial-to-Ethernet converter."""
+
+    async def _connect(self) -> tuple[asyncio.Transport, _LineProtocol]:
+        loop = asyncio.get_running_loop()
+        assert self.config.host is not None and isinstance(self.config.port, int)
+        transport, protocol = await loop.create_connection(
+            _LineProtocol, self.config.host, self.config.port
+        )
+        protocol.transport = transport
+        return transport, protocol
+
+
+class LineSerialLink(LineLink):
+    """A serial port (RS-232/RS-485, or a pseudo-terminal)."""
+
+    async def _connect(self) -> tuple[asyncio.Transport, _LineProtocol]:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        stopbits: float = int(cfg.stopbits) if float(cfg.stopbits).is_integer() else cfg.stopbits
+        try:
+            transport, protocol = await serial_asyncio.create_serial_connection(
+                loop,
+                _LineProtocol,
+                cfg.port,
+                baudrate=cfg.baudrate,
+                bytesize=cfg.bytesize,
+                parity=cfg.parity,
+                stopbits=stopbits,
+            )
+        except (termios.error, ValueError) as exc:
+            # pyserial lets termios.error through when the port refuses the line settings.
+            raise LinkIOError(f"link {self.name}: cannot set up {cfg.port}: {exc}") from exc
+        assert isinstance(transport, asyncio.Transport)
+        assert isinstance(protocol, _LineProtocol)
+        # connection_made comes a loop turn later; the first write may not wait for it.
+        protocol.transport = transport
+        return transport, protocol
+
+
+def _number(text: str | None) -> Any:
+    if text is None:
+        return None
+    stripped = text.strip()
+    if _INT_RE.fullmatch(stripped):
+        return int(stripped)
+    if _FLOAT_RE.fullmatch(stripped):
+        return float(stripped)
+    return text
+
+
+class LineDevice(Device):
+    """A device that talks one text line per request and per reply."""
+
+    link: LineLink
+
+    def __init__(self, link: Link, config: DeviceConfig, profile: ProfileConfig) -> None:
+        super().__init__(link, config, profile)
+        self.line = profile.line or _DEFAULT_LINE
+        self._terminator = self.line.terminator.encode(self.line.encoding)
+        self._patterns: dict[str, re.Pattern[str]] = {
+            name: re.compile(cmd.expect)
+            for name, cmd in profile.commands.items()
+            if cmd.expect is not None
+        }
+
+    def _render(self, name: str, cmd: CommandConfig, params: Mapping[str, Any]) -> bytes:
+        assert cmd.request is not None
+        try:
+            text = cmd.request.format(**params)
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise RequestError(
+                "INVALID_PARAMETERS", f"{name}: cannot fill request {cmd.request!r}: {exc}"
+            ) from None
+        if self.line.terminator in text:
+            # A parameter carrying the terminator would send a second, unchecked request.
+            raise RequestError(
+                "INVALID_PARAMETERS", f"{name}: a parameter contains the line terminator"
+            )
+        try:
+            return text.encode(self.line.encoding)
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                "INVALID_PARAMETERS", f"{name}: request {text!r} is not {self.line.encoding}"
+            ) from exc
+
+    async def execute(self, command: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Send the command's request line and return the reply's values."""
+        cmd = self.profile.commands.get(command)
+        if cmd is None or cmd.request is None:
+            raise DeviceException(f"profile {self.config.profile!r} has no request {command!r}")
+        request = self._render(command, cmd, params)
+        checkpoint()
+        raw = await self.link.transact(
+            request,
+            self._terminator,
+            timeout=cmd.timeout or self.link.config.timeout,
+            max_line=self.line.max_line,
+            device_id=self.config.id,
+        )
+        try:
+            reply = raw.decode(self.line.encoding)
+        except UnicodeDecodeError:
+            reply = raw.decode(self.line.encoding, errors="replace")
+            raise DeviceException(
+                f"device {self.config.id}: {command} reply is not {self.line.encoding} text",
+                details={"reply": reply},
+            ) from None
+        pattern = self._patterns.get(command)
+        if pattern is None:
+            return {"reply": reply}
+        match = pattern.fullmatch(reply)
+        if match is None:
+            raise DeviceException(
+                f"device {self.config.id}: {command} reply {reply!r} does not match "
+                f"{pattern.pattern!r}",
+                details={"reply": reply},
+            )
+        return {key: _number(value) for key, value in match.groupdict().items()}
+
+    async def read(self, points: Sequence[str]) -> dict[str, Any]:
+        """Line devices have no points."""
+        raise DeviceException("line devices have no points")
+
+    async def write(self, values: Mapping[str, Any]) -> None:
+        """Line devices have no points."""
+        raise DeviceException("line devices have no points")
+
+    async def health(self) -> None:
+        """Run the profile's ``health`` command if it has one, else make sure the link is up."""
+        cmd = self.profile.commands.get("health")
+        if cmd is not None and cmd.request is not None:
+            await self.execute("health", {})
+        elif not self.link.is_open:
+            await self.link.open()
+
+
+def _check_line_keys(link: LinkConfig) -> list[str]:
+    errors = []
+    if "late_reply_grace" in link.extra_keys:
+        value = link.extra_keys["late_reply_grace"]
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            errors.append(f".late_reply_grace: {exc} (got {value!r})")
+    return errors
+
+
+class LineTcpDriver(Driver):
+    """Registry entry of the ``line-tcp`` driver."""
+
+    name: ClassVar[str] = "line-tcp"
+    link_class: ClassVar[type[Link]] = LineTcpLink
+    device_class: ClassVar[type[Device]] = LineDevice
+    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
+    needs_host: ClassVar[bool] = True
+    needs_port: ClassVar[bool] = True
+
+    @classmethod
+    def check_link(cls, link: LinkConfig) -> list[str]:
+        """Check the line driver's own keys too."""
+        return super().check_link(link) + _check_line_keys(link)
+
+
+class LineSerialDriver(Driver):
+    """Registry entry of the ``line-serial`` driver."""
+
+    name: ClassVar[str] = "line-serial"
+    link_class: ClassVar[type[Link]] = LineSerialLink
+    device_class: ClassVar[type[Device]] = LineDevice
+    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
+    serial: ClassVar[bool] = True
+    needs_port: ClassVar[bool] = True
+
+    @classmethod
+    def check_link(cls, link: LinkConfig) -> list[str]:
+        """Check the line driver's own keys too."""
+        return super().check_link(link) + _check_line_keys(link)
