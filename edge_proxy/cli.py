@@ -188,6 +188,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(config, print))
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Serve the config's Modbus and line devices as real servers on this machine."""
+    from .simulate import Simulator
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(args.config, exc)
+        return EXIT_CONFIG
+    _setup_logging(args, config)
+
+    async def main() -> int:
+        sim = Simulator(config, args.host, args.base_port)
+        await sim.start()
+        if not sim.served:
+            print("no enabled Modbus or line device to simulate", file=sys.stderr)
+            return 1
+        print(_table(sim.table(), ("device", "configured", "served as", "address")), flush=True)
+        if args.write_config:
+            import yaml
+
+            tree = sim.rewrite().model_dump(mode="json", exclude_none=True, by_alias=True)
+            if config.gateway.token is not None:
+                tree["gateway"]["token"] = "${EDGE_TOKEN:-}"
+            Path(args.write_config).write_text(yaml.safe_dump(tree, sort_keys=False))  # noqa: ASYNC240
+            print(f"config pointing at the simulators written to {args.write_config}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await sim.stop()
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Connect to one device, read every readable point once, print a table."""
+    from .probe import probe
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        _print_errors(args.config, exc)
+        return EXIT_CONFIG
+    _setup_logging(args, config)
+    return asyncio.run(probe(config, args.device, print))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``edge-proxy``."""
     parser = argparse.ArgumentParser(
@@ -218,6 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_gw.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
     p_gw.set_defaults(func=cmd_gateway)
+
+    p_sim = sub.add_parser("simulate", help="serve the config's devices as local servers")
+    p_sim.add_argument("--config", "-c", required=True)
+    p_sim.add_argument("--host", default="127.0.0.1")
+    p_sim.add_argument(
+        "--base-port", type=int, default=0, help="first TCP port (default: any free port)"
+    )
+    p_sim.add_argument(
+        "--write-config",
+        metavar="FILE",
+        help="write a copy of the config that points at the simulators",
+    )
+    logging_opts(p_sim, "warning")
+    p_sim.set_defaults(func=cmd_simulate)
+
+    p_probe = sub.add_parser("probe", help="read every readable point of one device once")
+    p_probe.add_argument("--config", "-c", required=True)
+    p_probe.add_argument("device", help="device id")
+    logging_opts(p_probe, "warning")
+    p_probe.set_defaults(func=cmd_probe)
 
     p_demo = sub.add_parser("demo", help="Gateway + edge on simulated devices, in one process")
     p_demo.add_argument("--config", "-c", help="default: config.example.yaml")

@@ -1,4 +1,4 @@
-"""``edge-proxy demo``: a development Gateway and an edge in one process, and a short script."""
+"""``edge-proxy demo``: a development Gateway, simulators and an edge in one process."""
 
 from __future__ import annotations
 
@@ -6,77 +6,93 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
+from .config import Config, DeviceConfig
 from .daemon import Daemon
 from .devgateway import DevGateway
+from .simulate import Simulator
 
 
-async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
-    """Start a Gateway and the edge, send a few commands, print the exchange; 0 on success."""
-    gw = DevGateway("127.0.0.1", 0, printer=out)
-    port = await gw.start()
-    config = config.model_copy(
-        update={"gateway": config.gateway.model_copy(update={"url": f"ws://127.0.0.1:{port}"})}
-    )
-    daemon = Daemon(config)
+def _script(gw: DevGateway, config: Config) -> list[tuple[str, dict[str, Any], str]]:
+    """The commands the demo sends: a read, a write, profile commands, an invalid one."""
     edge = config.edge.id
-    out(f"== development Gateway on ws://127.0.0.1:{port}; starting edge {edge}")
-    await daemon.start()
-    ok = True
-    try:
-        await gw.wait_for(lambda m: m.get("type") == "REGISTER", timeout=10)
-        devices = [d for d in config.devices if d.enabled]
-        first = devices[0].id
-        profile = config.profiles[devices[0].profile]
-        writable = next(
+    enabled = [d for d in config.devices if d.enabled]
+    with_points = [d for d in enabled if config.profiles[d.profile].points]
+    first: DeviceConfig = with_points[0] if with_points else enabled[0]
+    profile = config.profiles[first.profile]
+    target = f"{edge}:{first.id}"
+    script: list[tuple[str, dict[str, Any], str]] = [
+        (f"read every readable point of {first.id}", gw.command(target, op="read"), "completed"),
+    ]
+    writable = next(
+        (n for n, p in profile.points.items() if p.writable and p.type not in {"bool", "string"}),
+        None,
+    )
+    if writable is not None:
+        point = profile.points[writable]
+        value = int(point.max) if point.max is not None else 1
+        script.append(
             (
-                n
-                for n, p in profile.points.items()
-                if p.writable and p.type not in {"bool", "string"}
-            ),
-            None,
-        )
-        script: list[tuple[str, dict[str, Any], str]] = [
-            (
-                "a read of every readable point",
-                gw.command(f"{edge}:{first}", op="read"),
+                f"write {writable} = {value} on {first.id}",
+                gw.command(target, op="write", params={"values": {writable: value}}),
                 "completed",
-            ),
-        ]
-        if writable is not None:
-            point = profile.points[writable]
-            value = int(point.max) if point.max is not None else 1
-            script.append(
-                (
-                    f"a write of {writable}",
-                    gw.command(f"{edge}:{first}", op="write", params={"values": {writable: value}}),
-                    "completed",
-                )
             )
-        for code, cmd in profile.commands.items():
+        )
+    for dev in enabled:
+        for code, cmd in config.profiles[dev.profile].commands.items():
+            if cmd.steps is not None:
+                continue
             params = {
-                n: (p.max if p.max is not None else 1) for n, p in cmd.params.items() if p.required
-            }
-            params = {
-                n: int(v) if isinstance(v, float) and v.is_integer() else v
-                for n, v in params.items()
+                n: int(p.max) if p.max is not None else 1
+                for n, p in cmd.params.items()
+                if p.required
             }
             script.append(
                 (
-                    f"the profile command {code}",
-                    gw.command(f"{edge}:{first}", code, params=params),
+                    f"profile command {code} on {dev.id}",
+                    gw.command(f"{edge}:{dev.id}", code, params=params),
                     "completed",
                 )
             )
             break
+    line_dev = next((d for d in enabled if config.profiles[d.profile].line is not None), None)
+    if line_dev is not None and "STATUS" in config.profiles[line_dev.profile].commands:
         script.append(
             (
-                "an invalid command (a point that does not exist)",
-                gw.command(f"{edge}:{first}", op="write", params={"values": {"no_such_point": 1}}),
-                "error",
+                f"profile command STATUS on {line_dev.id} (a text line protocol)",
+                gw.command(f"{edge}:{line_dev.id}", "STATUS"),
+                "completed",
             )
         )
-        for title, msg, expected in script:
+    script.append(
+        (
+            "an invalid command: a point the profile does not have",
+            gw.command(target, op="write", params={"values": {"no_such_point": 1}}),
+            "error",
+        )
+    )
+    return script
+
+
+async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
+    """Start a Gateway, the simulators and the edge; send the script; 0 if all went as expected."""
+    gw = DevGateway("127.0.0.1", 0, printer=out)
+    port = await gw.start()
+    sim = Simulator(config)
+    await sim.start()
+    config = sim.rewrite()
+    config = config.model_copy(
+        update={"gateway": config.gateway.model_copy(update={"url": f"ws://127.0.0.1:{port}"})}
+    )
+    out(f"== development Gateway on ws://127.0.0.1:{port}")
+    for device, configured, served, address in sim.table():
+        out(f"== simulator for {device} ({configured}) serving {served} on {address}")
+    daemon = Daemon(config)
+    out(f"== starting edge {config.edge.id}")
+    await daemon.start()
+    ok = True
+    try:
+        await gw.wait_for(lambda m: m.get("type") == "REGISTER", timeout=10)
+        for title, msg, expected in _script(gw, config):
             out(f"\n== {title}")
             reply = await gw.call(msg)
             got = reply.get("status") if reply["type"] == "command_response" else "error"
@@ -91,6 +107,7 @@ async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
         ok = False
     finally:
         await daemon.stop(grace=2.0)
+        await sim.stop()
         await gw.stop()
     out("\n== demo " + ("finished" if ok else "FAILED"))
     return 0 if ok else 1

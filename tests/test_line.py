@@ -283,7 +283,7 @@ async def test_late_reply_to_a_timed_out_request_is_not_the_next_reply(
             await device.execute("STATUS", {})
         tcp_server.dialect.delay = 0.0
         # the late "STS 0 0" arrives while this call waits; taken as the reply, OK would fail
-        assert await device.execute("SET_BRIGHTNESS", {"brightness": 60}) == {}
+        assert await device.execute("SET_BRIGHTNESS", {"brightness": 60}) == {"reply": "OK"}
         assert await device.execute("RAW_STATUS", {}) == {"reply": "STS 0 60"}
         assert link.discarded == 1
         assert any("late reply" in r.getMessage() for r in caplog.records)
@@ -326,7 +326,7 @@ async def test_reply_to_a_cancelled_transaction_is_not_the_next_reply(
         with pytest.raises(asyncio.CancelledError):
             await pending
         tcp_server.dialect.delay = 0.0
-        assert await device.execute("SET_BRIGHTNESS", {"brightness": 9}) == {}
+        assert await device.execute("SET_BRIGHTNESS", {"brightness": 9}) == {"reply": "OK"}
         assert link.discarded == 1
     finally:
         await link.close()
@@ -335,7 +335,7 @@ async def test_reply_to_a_cancelled_transaction_is_not_the_next_reply(
 async def test_unsolicited_line_pushed_between_transactions(
     tcp_server: LineTcpServer, tcp_device: LineDevice
 ) -> None:
-    assert await tcp_device.execute("SET_BRIGHTNESS", {"brightness": 1}) == {}
+    assert await tcp_device.execute("SET_BRIGHTNESS", {"brightness": 1}) == {"reply": "OK"}
     await tcp_server.push("STS 5 55")
     await until_buffered(tcp_device.link, b"STS 5 55\r\n")
     assert await tcp_device.execute("RAW_STATUS", {}) == {"reply": "STS 0 1"}

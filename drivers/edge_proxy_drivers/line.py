@@ -6,7 +6,8 @@ per command: the request is rendered with Python format syntax over the command'
 sent with the terminator, and one reply line is read within the command's ``timeout`` (or the
 link's). With ``expect``, the whole reply line must match it (``re.fullmatch``; anchors in the
 pattern are allowed and change nothing); its named groups are the result, numbers converted to
-``int`` or ``float``. Without ``expect`` the result is ``{"reply": <line>}``.
+``int`` or ``float``. Without ``expect``, or with one that has no named groups, the result
+is ``{"reply": <line>}``.
 
 Keeping replies paired with their requests
 ------------------------------------------
@@ -405,7 +406,10 @@ class LineDevice(Device):
                 f"{pattern.pattern!r}",
                 details={"reply": reply},
             )
-        return {key: _number(value) for key, value in match.groupdict().items()}
+        groups = match.groupdict()
+        if not groups:  # nothing to extract: the reply itself is the result
+            return {"reply": reply}
+        return {key: _number(value) for key, value in groups.items()}
 
     async def read(self, points: Sequence[str]) -> dict[str, Any]:
         """Line devices have no points."""
