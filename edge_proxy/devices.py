@@ -241,6 +241,15 @@ async def _health_op(adapter: Device) -> None:
 JobFn = Callable[[Device], Awaitable[Any]]
 
 
+async def _guarded(awaitable: Awaitable[Any], seconds: float) -> Any:
+    """``wait_for`` without a task per call where the runtime offers ``asyncio.timeout``."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
+
+
 @dataclass(eq=False)
 class Job:
     """One device operation waiting for, or holding, its link."""
@@ -450,7 +459,7 @@ class LinkRuntime:
         if job.ctx.deadline is not None:
             guard += max(0.0, job.ctx.deadline - asyncio.get_running_loop().time())
         try:
-            result = await asyncio.wait_for(job.fn(device.adapter), guard)
+            result = await _guarded(job.fn(device.adapter), guard)
         except OperationAborted:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:

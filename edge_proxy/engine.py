@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL = 0.1
+# (progress, stage, completed, total, deviceId) of a progress_update not yet sent
+ProgressUpdate = tuple[int, str, int, int, str | None]
 
 
 @dataclass(eq=False)
@@ -55,7 +57,7 @@ class CommandState:
     finished: bool = False
     progress_sent: int = -1
     progress_last: float = 0.0
-    progress_pending: dict[str, Any] | None = None
+    progress_pending: ProgressUpdate | None = None
     progress_handle: asyncio.TimerHandle | None = None
 
 
@@ -534,23 +536,24 @@ class Engine:
         pct = min(100, max(0, (completed * 100) // max(total, 1)))
         if pct < cs.progress_sent or cs.finished:
             return
-        msg = self.factory.progress(cs.request.request_ref, pct, stage, completed, total, device_id)
+        # the frame is built only when it is sent: most updates of a big batch are throttled
+        update = (pct, stage, completed, total, device_id)
         now = time.monotonic()
         if now - cs.progress_last >= PROGRESS_INTERVAL:
-            self._send_progress(cs, msg)
+            self._send_progress(cs, update)
         else:
-            cs.progress_pending = msg
+            cs.progress_pending = update
             if cs.progress_handle is None:
                 delay = PROGRESS_INTERVAL - (now - cs.progress_last)
                 cs.progress_handle = asyncio.get_running_loop().call_later(
                     delay, self._flush_progress, cs
                 )
 
-    def _send_progress(self, cs: CommandState, msg: dict[str, Any]) -> None:
+    def _send_progress(self, cs: CommandState, update: ProgressUpdate) -> None:
         cs.progress_pending = None
         cs.progress_last = time.monotonic()
-        cs.progress_sent = msg["progress"]
-        self.emit(msg)
+        cs.progress_sent = update[0]
+        self.emit(self.factory.progress(cs.request.request_ref, *update))
 
     def _flush_progress(self, cs: CommandState) -> None:
         cs.progress_handle = None
