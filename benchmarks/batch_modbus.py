@@ -29,10 +29,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_proxy.config import validate_tree  # noqa: E402
-from edge_proxy.daemon import Daemon  # noqa: E402
-from edge_proxy.drivers import registry  # noqa: E402
-from edge_proxy.simulate import modbus_device  # noqa: E402
+from edge_proxy.config import validate_tree
+from edge_proxy.daemon import Daemon
+from edge_proxy.drivers import registry
+from edge_proxy.simulate import modbus_device
 
 PROFILE: dict[str, Any] = {
     "points": {"brightness": {"table": "holding", "address": 101, "access": "rw", "max": 100}},
