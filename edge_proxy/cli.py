@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -239,6 +240,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return asyncio.run(probe(config, args.device, print))
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the config file's JSON Schema (or the reference page with --markdown)."""
+    from .schema import BUILTIN_DRIVERS, build_markdown, build_schema
+
+    drivers = BUILTIN_DRIVERS if args.builtin_only else registry.names()
+    if args.markdown:
+        print(build_markdown(BUILTIN_DRIVERS), end="")
+    else:
+        print(json.dumps(build_schema(drivers), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``edge-proxy``."""
     parser = argparse.ArgumentParser(
@@ -289,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("device", help="device id")
     logging_opts(p_probe, "warning")
     p_probe.set_defaults(func=cmd_probe)
+
+    p_schema = sub.add_parser("schema", help="print the config file's JSON Schema")
+    p_schema.add_argument(
+        "--markdown", action="store_true", help="print the reference page (docs/config.md) instead"
+    )
+    p_schema.add_argument(
+        "--builtin-only",
+        action="store_true",
+        help="list only the built-in drivers (default: every installed one)",
+    )
+    p_schema.set_defaults(func=cmd_schema)
 
     p_demo = sub.add_parser("demo", help="Gateway + edge on simulated devices, in one process")
     p_demo.add_argument("--config", "-c", help="default: config.example.yaml")

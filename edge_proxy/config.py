@@ -28,9 +28,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     SecretStr,
     Tag,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -92,8 +94,34 @@ def parse_size(value: object) -> int:
     return size
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$"
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
+            "description": "seconds, or a number with a unit: 250ms, 5s, 2m, 1h",
+        }
+    ),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": "bytes, or a number with a unit: 64KiB, 16MiB",
+        }
+    ),
+]
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -141,7 +169,11 @@ class _Model(BaseModel):
 class EdgeConfig(_Model):
     """Who this edge is on the Gateway."""
 
-    id: str = Field(min_length=1, description="Our clientId on the Gateway.")
+    id: str = Field(
+        min_length=1,
+        description="Our clientId on the Gateway.",
+        json_schema_extra={"pattern": r"^[^:\s](?:[^:]*[^:\s])?$"},
+    )
     name: str | None = Field(None, description="Human name, sent in REGISTER clientInfo.")
 
     @field_validator("id")
@@ -196,9 +228,12 @@ class OutboxConfig(_Model):
 class GatewayConfig(_Model):
     """The upstream WebSocket session."""
 
-    url: str = Field(description="ws:// or wss:// address of the Gateway.")
+    url: str = Field(
+        description="ws:// or wss:// address of the Gateway.",
+        json_schema_extra={"pattern": r"^wss?://[^/\s]+"},
+    )
     token: SecretStr | None = Field(None, description="Bearer token; never logged.")
-    tls: TlsConfig | None = None
+    tls: TlsConfig | None = Field(None, description="TLS settings for wss:// URLs.")
     heartbeat_interval: Duration = Field(30.0, gt=0, description="HEARTBEAT period.")
     ping_interval: Duration = Field(20.0, gt=0, description="WebSocket ping period.")
     ping_timeout: Duration = Field(20.0, gt=0, description="Pong wait before the link is dead.")
@@ -249,27 +284,71 @@ PointType = Literal[
 ]
 
 
+_REGISTER_TABLES: list[JsonValue] = [
+    k for k, v in _TABLE_ALIASES.items() if v in ("input", "holding")
+]
+_READ_ONLY_TABLES: list[JsonValue] = [
+    k for k, v in _TABLE_ALIASES.items() if v in ("input", "discrete_input")
+]
+
+
 class PointConfig(_Model):
     """A typed value on a device (a Modbus register, bits, or a simulated value)."""
 
-    table: Literal["coil", "discrete_input", "input", "holding"] = Field(
-        "holding", description="coil, discrete_input, input or holding (aliases accepted)."
+    # the rules of _coherent that one point's own keys can express, for editors
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"type": {"const": "string"}}, "required": ["type"]},
+                    "then": {"required": ["length"]},
+                },
+                {
+                    "if": {
+                        "properties": {
+                            "type": {"const": "bool"},
+                            "table": {"enum": _REGISTER_TABLES},
+                        },
+                        "required": ["type", "table"],
+                    },
+                    "then": {"required": ["bit"]},
+                },
+                {
+                    "if": {
+                        "properties": {"table": {"enum": _READ_ONLY_TABLES}},
+                        "required": ["table"],
+                    },
+                    "then": {"properties": {"access": {"const": "r"}}},
+                },
+            ]
+        }
     )
+
+    table: Annotated[
+        Literal["coil", "discrete_input", "input", "holding"],
+        WithJsonSchema({"enum": sorted(_TABLE_ALIASES)}),
+    ] = Field("holding", description="coil, discrete_input, input or holding (aliases accepted).")
     address: int = Field(0, ge=0, le=65535, description="0-based register or bit address.")
     type: PointType = Field(
         "uint16", description="Value type; uint16 for registers, bool for bits."
     )
     length: int | None = Field(None, ge=1, le=123, description="String length in registers.")
-    byte_order: Literal["big", "little"] = "big"
-    word_order: Literal["big", "little"] = "big"
+    byte_order: Literal["big", "little"] = Field(
+        "big", description="Byte order inside each 16-bit register."
+    )
+    word_order: Literal["big", "little"] = Field(
+        "big", description="Register order of multi-register values (big: high word first)."
+    )
     bit: int | None = Field(None, ge=0, le=15, description="One bit of a register, as bool.")
     scale: float | None = Field(None, description="engineering = raw * scale + offset.")
-    offset: float | None = None
-    access: Literal["r", "rw", "w"] = "r"
+    offset: float | None = Field(None, description="Added after scaling.")
+    access: Literal["r", "rw", "w"] = Field(
+        "r", description="r (read only), rw, or w (write only)."
+    )
     min: float | None = Field(None, description="Lowest value a write may set.")
     max: float | None = Field(None, description="Highest value a write may set.")
-    unit: str | None = None
-    description: str | None = None
+    unit: str | None = Field(None, description="Engineering unit, reported in QUERY.")
+    description: str | None = Field(None, description="Free text, reported in QUERY.")
 
     @field_validator("table", mode="before")
     @classmethod
@@ -338,13 +417,13 @@ ParamType = Literal["int", "float", "number", "bool", "string"]
 class ParamConfig(_Model):
     """One declared parameter of a profile command."""
 
-    type: ParamType = "number"
-    min: float | None = None
-    max: float | None = None
-    required: bool = False
-    default: Any = None
-    choices: list[Any] | None = None
-    description: str | None = None
+    type: ParamType = Field("number", description="int, float, number, bool or string.")
+    min: float | None = Field(None, description="Lowest accepted value.")
+    max: float | None = Field(None, description="Highest accepted value.")
+    required: bool = Field(False, description="A command without it is refused.")
+    default: Any = Field(None, description="Used when the command does not give it.")
+    choices: list[Any] | None = Field(None, description="The only values accepted.")
+    description: str | None = Field(None, description="Free text.")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -369,11 +448,21 @@ class ParamConfig(_Model):
 class StepConfig(_Model):
     """One step of a named multi-step command: exactly one of write, read, delay, command."""
 
-    write: dict[str, Any] | None = None
-    read: list[str] | None = None
-    delay: Duration | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": [k]} for k in ("write", "read", "delay", "command")]
+        }
+    )
+
+    write: dict[str, Any] | None = Field(
+        None, description="Points to write; values may bind {params}."
+    )
+    read: list[str] | None = Field(None, description="Points to read.")
+    delay: Duration | None = Field(None, description="A pause.")
     command: str | None = Field(None, description="Run another command of the same profile.")
-    continue_on_error: bool = Field(False, alias="continueOnError")
+    continue_on_error: bool = Field(
+        False, alias="continueOnError", description="Go on with the next step if this one fails."
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> StepConfig:
@@ -393,11 +482,13 @@ class StepConfig(_Model):
 class CommandConfig(_Model):
     """A profile command: point writes/reads, steps, or a line-protocol request."""
 
-    description: str | None = None
-    params: dict[str, ParamConfig] = {}
-    write: dict[str, Any] | None = None
-    read: list[str] | None = None
-    steps: list[StepConfig] | None = None
+    description: str | None = Field(None, description="Free text, reported in QUERY.")
+    params: dict[str, ParamConfig] = Field({}, description="Declared parameters.")
+    write: dict[str, Any] | None = Field(
+        None, description="Points to write; values may bind {params}."
+    )
+    read: list[str] | None = Field(None, description="Points to read (after the write, if both).")
+    steps: list[StepConfig] | None = Field(None, description="A named multi-step command.")
     request: str | None = Field(None, description="Line protocol request template.")
     expect: str | None = Field(None, description="Regular expression the reply must match.")
     timeout: Duration | None = Field(None, description="Per-command reply timeout override.")
@@ -467,8 +558,8 @@ def _template_names(value: object) -> set[str]:
 class LineConfig(_Model):
     """Framing of a text line protocol."""
 
-    terminator: str = Field("\r\n", min_length=1)
-    encoding: str = "ascii"
+    terminator: str = Field("\r\n", min_length=1, description="End of every line, both ways.")
+    encoding: str = Field("ascii", description="Text encoding of the lines.")
     max_line: Size = Field(4096, ge=16, description="Longest reply line accepted.")
 
     @field_validator("encoding")
@@ -484,18 +575,18 @@ class LineConfig(_Model):
 class PollConfig(_Model):
     """Periodic reads sent to the Gateway as telemetry."""
 
-    interval: Duration = Field(gt=0)
-    points: list[str] = Field(min_length=1)
+    interval: Duration = Field(gt=0, description="How often the points are read.")
+    points: list[str] = Field(min_length=1, description="Points sent as telemetry.")
 
 
 class ProfileConfig(_Model):
     """What a kind of device can do."""
 
-    description: str | None = None
-    points: dict[str, PointConfig] = {}
-    commands: dict[str, CommandConfig] = {}
-    line: LineConfig | None = None
-    poll: PollConfig | None = None
+    description: str | None = Field(None, description="Free text.")
+    points: dict[str, PointConfig] = Field({}, description="Typed values of the device, by name.")
+    commands: dict[str, CommandConfig] = Field({}, description="Commands, by commandCode.")
+    line: LineConfig | None = Field(None, description="Framing, for text line protocols.")
+    poll: PollConfig | None = Field(None, description="Periodic telemetry reads.")
 
 
 class LinkConfig(BaseModel):
@@ -504,18 +595,29 @@ class LinkConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     driver: str = Field(min_length=1)
-    host: str | None = None
-    port: int | str | None = Field(None, description="TCP port, or serial device path.")
-    baudrate: int = Field(9600, gt=0)
-    bytesize: int = Field(8, ge=5, le=8)
-    parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: float = 1
+    host: str | None = Field(None, description="TCP host name or address (TCP drivers).")
+    port: int | str | None = Field(
+        None,
+        description="TCP port, or serial device path.",
+        json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]},
+    )
+    baudrate: int = Field(9600, gt=0, description="Serial line speed.")
+    bytesize: int = Field(8, ge=5, le=8, description="Serial data bits.")
+    parity: Annotated[
+        Literal["N", "E", "O", "M", "S"],
+        WithJsonSchema({"enum": ["N", "E", "O", "M", "S", "n", "e", "o", "m", "s"]}),
+    ] = Field("N", description="N, E or O (M and S where the port supports them).")
+    stopbits: Annotated[float, WithJsonSchema({"enum": [1, 1.5, 2]})] = Field(
+        1, description="Serial stop bits."
+    )
     timeout: Duration = Field(1.0, gt=0, description="Per-transaction timeout.")
     connect_timeout: Duration | None = Field(None, gt=0, description="Default: timeout.")
     turnaround: Duration = Field(0.0, description="Quiet time between two transactions.")
     offline_after: int = Field(3, ge=1, description="Failures in a row before offline.")
     health_interval: Duration = Field(30.0, gt=0, description="Idle device check period.")
-    reconnect: ReconnectConfig = ReconnectConfig()
+    reconnect: ReconnectConfig = Field(
+        ReconnectConfig(), description="Backoff between attempts to reopen the connection."
+    )
 
     @field_validator("stopbits")
     @classmethod
@@ -558,14 +660,18 @@ _UNION_TAGS = {"named", "inline"}
 class DeviceConfig(_Model):
     """One field device."""
 
-    id: str = Field(min_length=1)
+    id: str = Field(
+        min_length=1,
+        description="Unique; the part after ':' in targetClientId.",
+        json_schema_extra={"pattern": r"^[^:,*\s](?:[^:,*]*[^:,*\s])?$"},
+    )
     type: str = Field("device", min_length=1, description="deviceType on the wire.")
-    profile: str
-    link: LinkRef
+    profile: str = Field(description="A name from profiles.")
+    link: LinkRef = Field(description="A name from links, or an inline link mapping.")
     unit: int | None = Field(None, ge=0, le=247, description="Modbus unit id; default 1.")
-    enabled: bool = True
-    name: str | None = None
-    description: str | None = None
+    enabled: bool = Field(True, description="false: configured but not started (disabled).")
+    name: str | None = Field(None, description="Human name.")
+    description: str | None = Field(None, description="Free text.")
 
     @field_validator("id")
     @classmethod
@@ -580,10 +686,10 @@ class CommandsConfig(_Model):
 
     dedup_window: Duration = Field(600.0, description="How long a finished requestRef is kept.")
     dedup_max: int = Field(100000, ge=1, description="Most requestRefs remembered.")
-    max_queued_per_link: int = Field(1000, ge=1)
-    max_queued: int = Field(10000, ge=1)
-    max_batch_targets: int = Field(5000, ge=1)
-    max_steps: int = Field(100, ge=1)
+    max_queued_per_link: int = Field(1000, ge=1, description="Commands in progress per link.")
+    max_queued: int = Field(10000, ge=1, description="Commands in progress in all.")
+    max_batch_targets: int = Field(5000, ge=1, description="Targets of one BATCH.")
+    max_steps: int = Field(100, ge=1, description="Steps of one COMPLEX command.")
     default_timeout: Duration = Field(5.0, gt=0, description="When a COMMAND has no timeout.")
     shutdown_grace: Duration = Field(10.0, description="In-flight wait on SIGINT/SIGTERM.")
     aging: Duration = Field(2.0, gt=0, description="Queue wait that lifts a command one priority.")
@@ -592,7 +698,38 @@ class CommandsConfig(_Model):
 class MetricsConfig(_Model):
     """Local HTTP endpoint for /metrics and /healthz."""
 
-    listen: str | None = None
+    listen: str | None = Field(
+        None, description="host:port for /metrics and /healthz, e.g. 127.0.0.1:9108; off if unset."
+    )
+    stall_after: Duration = Field(
+        5.0, gt=0, description="/healthz answers 503 when the event loop has not run this long."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("expected host:port, e.g. 127.0.0.1:9108")
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class ControlConfig(_Model):
+    """The local control socket used by ``edge-proxy status`` and ``edge-proxy call``."""
+
+    socket: str | None = Field(
+        None, description="Unix socket path; default: edge-proxy-<edge id>.sock in the temp dir."
+    )
+    enabled: bool = Field(True, description="Serve the control socket at all.")
 
 
 class Config(_Model):
@@ -600,11 +737,20 @@ class Config(_Model):
 
     edge: EdgeConfig
     gateway: GatewayConfig
-    links: dict[str, LinkConfig] = {}
-    profiles: dict[str, ProfileConfig] = {}
-    devices: list[DeviceConfig] = []
+    links: dict[str, LinkConfig] = Field({}, description="Physical connections, by name.")
+    profiles: dict[str, ProfileConfig] = Field({}, description="Kinds of device, by name.")
+    devices: list[DeviceConfig] = Field([], description="The field devices.")
     commands: CommandsConfig = CommandsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
+
+    def control_socket(self) -> str:
+        """Where the control socket is (configured, or in the temp directory)."""
+        import tempfile
+
+        if self.control.socket:
+            return self.control.socket
+        return str(Path(tempfile.gettempdir()) / f"edge-proxy-{self.edge.id}.sock")
 
     def link_of(self, device: DeviceConfig) -> LinkConfig:
         """The link mapping a device uses, named or inline."""
