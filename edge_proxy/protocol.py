@@ -34,6 +34,8 @@ CAPABILITIES = [
     "device_status",
 ]
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
+MAX_DEPTH = 64  # nesting of an incoming frame
+MAX_TEXT = 512  # longest piece of Gateway input repeated back in an error
 
 # Gateway replies that need no answer; they are accepted and logged at debug level.
 SILENT_TYPES = frozenset(
@@ -75,7 +77,12 @@ def parse_frame(data: str | bytes, max_size: int = 1024**2) -> Incoming:
     """Decode one frame and check its envelope; raise RequestError with a code otherwise."""
     if isinstance(data, bytes):
         if len(data) > max_size:
-            raise RequestError("MALFORMED_MESSAGE", f"frame of {len(data)} bytes is too large")
+            ref = _extract_ref(data[:4096].decode("utf-8", "replace"))
+            raise RequestError(
+                "MALFORMED_MESSAGE",
+                f"frame of {len(data)} bytes is too large",
+                {"requestRef": ref} if ref else None,
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -101,6 +108,11 @@ def parse_frame(data: str | bytes, max_size: int = 1024**2) -> Incoming:
     raw_ref = body.get("requestRef")
     ref = raw_ref if isinstance(raw_ref, str) and raw_ref else None
     ref_details = {"requestRef": ref} if ref else None
+    if _too_deep([body.get("callback"), body.get("command")], MAX_DEPTH):
+        # replies echo these (callback, parameters): they must stay encodable
+        raise RequestError(
+            "MALFORMED_MESSAGE", f"frame is nested more than {MAX_DEPTH} levels deep", ref_details
+        )
     mtype = body.get("type")
     if not isinstance(mtype, str) or not mtype.strip():
         raise RequestError("MALFORMED_MESSAGE", "frame has no string field 'type'", ref_details)
@@ -117,6 +129,22 @@ def parse_frame(data: str | bytes, max_size: int = 1024**2) -> Incoming:
             "UNKNOWN_MESSAGE_TYPE", f"message type {mtype[:64]!r} is not known", ref_details
         )
     return Incoming(canonical, body, ref)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -318,9 +346,10 @@ class MessageFactory:
         if request_ref is not None:
             fields["requestRef"] = request_ref
         fields["code"] = code
-        fields["message"] = message
+        # messages and details quote Gateway input: keep a hostile frame from making a huge reply
+        fields["message"] = _clip(message, 4 * MAX_TEXT)
         if details:
-            fields["details"] = details
+            fields["details"] = _clip(details, MAX_TEXT)
         if has_callback:
             fields["callback"] = callback
         return self.envelope("error", **fields)
@@ -344,6 +373,16 @@ class MessageFactory:
         return self.envelope("telemetry", deviceId=device_id, values=values)
 
 
+def _clip(value: Any, limit: int) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"... ({len(value)} characters)"
+    if isinstance(value, dict):
+        return {k: _clip(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip(v, limit) for v in value[:64]]
+    return value
+
+
 def is_terminal(msg: dict[str, Any]) -> bool:
     """Whether an outgoing message ends its requestRef (command_response or error)."""
     return msg.get("type") in ("command_response", "error") and "requestRef" in msg
@@ -354,13 +393,17 @@ def encode(msg: dict[str, Any]) -> str:
     if any(k.startswith("_") for k in msg):
         msg = {k: v for k, v in msg.items() if not k.startswith("_")}
     try:
-        return json.dumps(
+        text = json.dumps(
             msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
         )
     except ValueError:  # NaN or infinity from a device: not JSON, sent as null
-        return json.dumps(
-            _finite(msg), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-        )
+        msg = _finite(msg)
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from Gateway input: escape it
+        text = json.dumps(msg, separators=(",", ":"), allow_nan=False, default=str)
+    return text
 
 
 def _finite(value: Any) -> Any:

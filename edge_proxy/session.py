@@ -64,7 +64,18 @@ class Outbox:
 
     def put(self, msg: dict[str, Any], spool_id: int | None = None) -> None:
         """Queue a message, dropping others by policy if the bounds are reached."""
-        text = protocol.encode(msg)
+        try:
+            text = protocol.encode(msg)
+        except (ValueError, TypeError, RecursionError) as exc:  # never take the caller down
+            log.error(
+                "outbox: cannot encode a %s: %s",
+                msg.get("type"),
+                exc,
+                extra={"request_ref": msg.get("requestRef")},
+            )
+            self._count_drop(drop_class(msg), msg, "not encodable")
+            self._done(spool_id)
+            return
         size = len(text.encode("utf-8"))
         cls = drop_class(msg)
         while self.count and (

@@ -432,9 +432,10 @@ def test_example_loads(path: Path) -> None:
     assert config.gateway.url == "ws://127.0.0.1:18081"
     assert config.gateway.token is None  # ${EDGE_TOKEN:-} with EDGE_TOKEN unset
     assert config.gateway.outbox.max_bytes == 16 * 1024**2
-    assert [d.id for d in config.devices] == ["pillar-001", "pillar-002", "pillar-900"]
-    assert [d.enabled for d in config.devices] == [True, True, False]
-    assert set(config.profiles) == {"pillar-modbus"}
+    ids = ["pillar-001", "pillar-002", "pillar-003", "pillar-101", "pillar-900"]
+    assert [d.id for d in config.devices] == ids
+    assert [d.enabled for d in config.devices] == [True, True, True, True, False]
+    assert set(config.profiles) == {"pillar-modbus", "pillar-ascii"}
     points = config.profiles["pillar-modbus"].points
     assert points["temperature"].scale == 0.1
     assert points["alarm"].bit == 3
@@ -543,7 +544,8 @@ def test_point_past_the_last_register_is_rejected(point: dict[str, Any]) -> None
 
 def test_named_and_inline_links() -> None:
     config = load_config(EXAMPLE, env=CLEAN_ENV, check_link=registry.check_link)
-    named, _, inline = config.devices
+    named = config.devices[2]
+    inline = config.devices[-1]
     assert named.link == "sim-bus"
     assert config.link_of(named) is config.links["sim-bus"]
     assert config.link_name_of(named) == "sim-bus"
@@ -808,16 +810,23 @@ def test_check_on_the_example_prints_its_devices_and_profiles() -> None:
     assert secret not in proc.stdout
     assert proc.stdout.startswith(f"{EXAMPLE}: OK (edge edge-001, gateway ws://127.0.0.1:18081)")
     devices = {row[0]: row for row in table_rows(proc.stdout, "Devices")}
-    assert set(devices) == {"pillar-001", "pillar-002", "pillar-900"}
+    assert set(devices) == {"pillar-001", "pillar-002", "pillar-003", "pillar-101", "pillar-900"}
     # id, type, profile, link, unit, enabled
-    assert devices["pillar-001"][2:] == ["pillar-modbus", "sim-bus", "1", "yes"]
-    assert devices["pillar-002"][2:] == ["pillar-modbus", "sim-bus", "2", "yes"]
+    assert devices["pillar-001"][2:] == ["pillar-modbus", "plc-1", "1", "yes"]
+    assert devices["pillar-002"][2:] == ["pillar-modbus", "plc-1", "2", "yes"]
+    assert devices["pillar-003"][2:] == ["pillar-modbus", "sim-bus", "-", "yes"]
+    assert devices["pillar-101"][2:] == ["pillar-ascii", "pillar-101/link", "-", "yes"]
     assert devices["pillar-900"][2:] == ["pillar-modbus", "pillar-900/link", "-", "no"]
     profiles = table_rows(proc.stdout, "Profiles")
-    assert [row[0] for row in profiles] == ["pillar-modbus"]
+    assert [row[0] for row in profiles] == ["pillar-modbus", "pillar-ascii"]
     assert profiles[0][1] == "9"
     links = {row[0]: row[1] for row in table_rows(proc.stdout, "Links")}
-    assert links == {"sim-bus": "simulated", "pillar-900/link": "simulated"}
+    assert links == {
+        "sim-bus": "simulated",
+        "plc-1": "modbus-tcp",
+        "pillar-101/link": "line-tcp",
+        "pillar-900/link": "simulated",
+    }
 
 
 def test_run_on_a_broken_config_exits_2() -> None:
