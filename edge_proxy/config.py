@@ -900,6 +900,7 @@ def cross_check(config: Config, check_link: DriverChecker | None = None) -> list
 
     seen_ids: dict[str, int] = {}
     units: dict[tuple[object, ...], dict[int, str]] = {}
+    port_drivers: dict[str, str] = {}
     for i, dev in enumerate(config.devices):
         at = f"devices[{i}]"
         if dev.id in seen_ids:
@@ -914,6 +915,14 @@ def cross_check(config: Config, check_link: DriverChecker | None = None) -> list
             errors.append(f"{at}.link: unknown link {dev.link!r} (known: {known})")
             continue
         link = config.link_of(dev)
+        if isinstance(link.port, str) and dev.enabled:
+            # one serial port is one connection: two protocols cannot share it
+            other = port_drivers.setdefault(link.port, link.driver)
+            if other != link.driver:
+                errors.append(
+                    f"{at}.link: port {link.port} is already used by driver {other!r} "
+                    f"(a serial port carries one protocol; got {link.driver!r})"
+                )
         if isinstance(dev.link, LinkConfig) and check_link is not None:
             errors += [f"{at}.link{m}" for m in check_link(link.driver, link)]
         if dev.enabled:

@@ -91,5 +91,8 @@ def setup_logging(
     root.setLevel(level.upper())
     # websockets logs handshake headers (the bearer token) at debug level: keep it above that.
     logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
-    logging.getLogger("pymodbus").setLevel(max(logging.WARNING, root.level))
+    # pymodbus warns on every failed connect and late reply: our own log says it once, better
+    logging.getLogger("pymodbus").setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else logging.ERROR
+    )
     return handler
