@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config
@@ -79,8 +80,32 @@ def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
     setup_logging(args.log_level, args.log_format, secrets)
 
 
-async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> int:
-    """Run the daemon until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
+async def reload_daemon(daemon: Any, path: str) -> bool:
+    """Re-read the config file and apply it; an invalid file is logged and the old one kept."""
+    from .daemon import ReloadRefused
+
+    log.info("SIGHUP: reloading %s", path)
+    try:
+        new = _load(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            log.error("reload rejected: %s", line)
+        log.error(
+            "reload rejected (%d error(s)); the running configuration is kept", len(exc.errors)
+        )
+        return False
+    try:
+        await daemon.reload(new)
+    except ReloadRefused as exc:
+        log.error("reload rejected: %s; the running configuration is kept", exc.message)
+        return False
+    return True
+
+
+async def run_daemon(
+    config: Config, stop: asyncio.Event | None = None, path: str | None = None
+) -> int:
+    """Run the daemon until SIGINT/SIGTERM (or ``stop``); SIGHUP re-reads ``path``."""
     from .daemon import Daemon
 
     stop = stop or asyncio.Event()
@@ -89,6 +114,16 @@ async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(config)
+    reloads: set[asyncio.Task[bool]] = set()
+    if path is not None:
+
+        def on_hup() -> None:
+            task = loop.create_task(reload_daemon(daemon, path))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
     log.info(
         "edge-proxy %s starting: edge %s, %d devices, %d links",
         __version__,
@@ -110,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_errors(args.config, exc)
         return EXIT_CONFIG
     _setup_logging(args, config)
-    return asyncio.run(run_daemon(config))
+    return asyncio.run(run_daemon(config, path=args.config))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -252,6 +287,121 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _socket_path(args: argparse.Namespace) -> str | None:
+    if args.socket:
+        return str(args.socket)
+    if not args.config:
+        print("give --config FILE (the daemon's config) or --socket PATH", file=sys.stderr)
+        return None
+    try:
+        return _load(args.config).control_socket()
+    except ConfigError as exc:
+        _print_errors(args.config, exc)
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the running daemon's Gateway link, outbox and devices."""
+    from .control import request
+
+    path = _socket_path(args)
+    if path is None:
+        return EXIT_CONFIG
+
+    async def main() -> dict[str, Any]:
+        async for doc in request(path, {"op": "status"}):
+            return doc
+        raise ConnectionError("no answer")
+
+    try:
+        report = asyncio.run(main())
+    except (OSError, ConnectionError) as exc:
+        print(f"cannot reach edge-proxy at {path}: {exc} (is it running?)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    gw = report["gateway"]
+    box = report["outbox"]
+    print(
+        f"edge {report['edge']}  gateway {gw['url']}: {gw['state']} "
+        f"(connects {gw['connects']}, failures {gw['failures']})"
+    )
+    if gw.get("lastError"):
+        print(f"  last gateway error: {gw['lastError']}")
+    dropped = sum(box["dropped"].values())
+    print(
+        f"outbox {box['messages']} message(s), {box['bytes']} bytes, {dropped} dropped; "
+        f"{report['inFlight']} command(s) in flight\n"
+    )
+    rows = []
+    for dev in report["devices"]:
+        err = dev.get("lastError") or {}
+        rows.append(
+            (
+                dev["deviceId"],
+                dev["status"],
+                dev.get("link"),
+                dev.get("lastSeen"),
+                f"{err.get('code')}: {err.get('message')}" if err else None,
+            )
+        )
+    print(_table(rows, ("device", "state", "link", "last seen", "last error")))
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """Run one command on the running daemon, as the Gateway would."""
+    from .control import request
+    from .devgateway import shorthand, summarize
+
+    path = _socket_path(args)
+    if path is None:
+        return EXIT_CONFIG
+    try:
+        op, code, params = shorthand(args.code, args.params)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    command: dict[str, Any] = {
+        "commandType": "SIMPLE",
+        "deviceId": args.device,
+        "parameters": params,
+    }
+    if code:
+        command["commandCode"] = code
+    if op:
+        command["operationType"] = op
+    frame = {
+        "type": "COMMAND",
+        "targetClientId": f"{args.edge or '*'}:{args.device}",
+        "command": command,
+        "timeout": int(args.timeout * 1000),
+        "priority": args.priority,
+        "version": "1.0",
+    }
+
+    async def main() -> int:
+        if args.edge is None:
+            async for doc in request(path, {"op": "status"}):
+                frame["targetClientId"] = f"{doc['edge']}:{args.device}"
+        status = 1
+        async for msg in request(path, {"op": "call", "frame": frame}):
+            if "error" in msg and "type" not in msg:
+                print(f"!! {msg['error']}", file=sys.stderr)
+                return 1
+            print(json.dumps(msg) if args.json else summarize(msg), flush=True)
+            if msg.get("type") == "command_response" and msg.get("status") == "completed":
+                status = 0
+        return status
+
+    try:
+        return asyncio.run(main())
+    except (OSError, ConnectionError) as exc:
+        print(f"cannot reach edge-proxy at {path}: {exc} (is it running?)", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``edge-proxy``."""
     parser = argparse.ArgumentParser(
@@ -302,6 +452,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("device", help="device id")
     logging_opts(p_probe, "warning")
     p_probe.set_defaults(func=cmd_probe)
+
+    p_status = sub.add_parser("status", help="show the running daemon's state")
+    p_status.add_argument("--config", "-c", help="the daemon's config (to find its socket)")
+    p_status.add_argument("--socket", help="the control socket path")
+    p_status.add_argument("--json", action="store_true", help="print the raw report")
+    p_status.set_defaults(func=cmd_status)
+
+    p_call = sub.add_parser("call", help="run a command on the running daemon")
+    p_call.add_argument("--config", "-c", help="the daemon's config (to find its socket)")
+    p_call.add_argument("--socket", help="the control socket path")
+    p_call.add_argument("--edge", help=argparse.SUPPRESS)
+    p_call.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    p_call.add_argument("--priority", default="high", choices=["low", "normal", "high", "urgent"])
+    p_call.add_argument("--json", action="store_true", help="print raw messages")
+    p_call.add_argument("device", help="device id")
+    p_call.add_argument("code", help="a profile command, or read / write")
+    p_call.add_argument("params", nargs="*", help="key=value (read: points=a,b)")
+    p_call.set_defaults(func=cmd_call)
 
     p_schema = sub.add_parser("schema", help="print the config file's JSON Schema")
     p_schema.add_argument(

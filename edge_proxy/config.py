@@ -710,7 +710,7 @@ class MetricsConfig(_Model):
     def _host_port(cls, v: str | None) -> str | None:
         if v is not None:
             host, sep, port = v.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ValueError("expected host:port, e.g. 127.0.0.1:9108")
         return v
 

@@ -65,6 +65,24 @@ def summarize(msg: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def shorthand(code: str, args: list[str]) -> tuple[str | None, str | None, dict[str, Any]]:
+    """``CODE key=value ...`` (or ``read points=a,b`` / ``write a=1``) as (op, code, params)."""
+    params: dict[str, Any] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {arg!r}")
+        params[key] = parse_value(value)
+    if code.lower() == "read":
+        points = params.get("points")
+        if isinstance(points, str):
+            params["points"] = points.split(",")
+        return "read", None, params
+    if code.lower() == "write":
+        return "write", None, {"values": params}
+    return None, code, params
+
+
 def parse_value(text: str) -> Any:
     """``50`` -> 50, ``true`` -> True, ``a,b`` stays a string; JSON where it parses."""
     try:
@@ -217,17 +235,5 @@ class DevGateway:
             if len(self.edges) != 1:
                 raise ValueError("several (or no) edges connected: write edge:device")
             target = f"{next(iter(self.edges))}:{target}"
-        params: dict[str, Any] = {}
-        for arg in args:
-            key, sep, value = arg.partition("=")
-            if not sep:
-                raise ValueError(f"expected key=value, got {arg!r}")
-            params[key] = parse_value(value)
-        if code.lower() == "read":
-            points = params.get("points")
-            if isinstance(points, str):
-                params["points"] = points.split(",")
-            return self.command(target, op="read", params=params)
-        if code.lower() == "write":
-            return self.command(target, op="write", params={"values": params})
-        return self.command(target, code, params=params)
+        op, code_or_none, params = shorthand(code, args)
+        return self.command(target, code_or_none, op=op, params=params)

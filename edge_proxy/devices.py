@@ -125,6 +125,8 @@ class DeviceRuntime:
         self.link = link
         self.adapter = adapter
         self.on_state = on_state
+        #: called with (device id, seconds) after each successful operation (metrics)
+        self.on_latency: Callable[[str, float], None] | None = None
         self.state = "connecting" if config.enabled else "disabled"
         self.last_error: dict[str, Any] | None = None
         self.last_seen: float | None = None  # wall clock
@@ -158,6 +160,8 @@ class DeviceRuntime:
         """Count a successful operation; brings the device online."""
         self.counters.transactions += 1
         self.latency_sum += elapsed
+        if self.on_latency is not None:
+            self.on_latency(self.id, elapsed)
         self.consecutive_failures = 0
         self.last_seen = time.time()
         self.last_activity = time.monotonic()

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL = 0.1
+LOCAL_PREFIX = "local:"  # commands from the control socket: never spooled
 # (progress, stage, completed, total, deviceId) of a progress_update not yet sent
 ProgressUpdate = tuple[int, str, int, int, str | None]
 
@@ -96,6 +97,7 @@ class Engine:
         msg: protocol.Incoming | None = None
         try:
             msg = protocol.parse_frame(data, self.max_message_size)
+            self.counts[f"in:{msg.type}"] += 1
             self._dispatch(msg)
         except RequestError as exc:
             ref = exc.details.pop("requestRef", None) if exc.details else None
@@ -184,7 +186,7 @@ class Engine:
             link.reserved += 1
         self.running[ref] = cs
         self.counts[f"accepted:{req.command_type}"] += 1
-        if self.journal is not None:
+        if self.journal is not None and not ref.startswith(LOCAL_PREFIX):
             self.journal.accepted(ref, req.callback, req.has_callback)
         self.emit(self.factory.ack(ref, "accepted", targets))
         cs.deadline_handle = loop.call_at(ctx.deadline or 0.0, self.abort, cs, "timeout")
@@ -587,7 +589,7 @@ class Engine:
             has_callback=req.has_callback,
         )
         self.running.pop(req.request_ref, None)
-        self.counts[f"terminal:{status}"] += 1
+        self.counts[f"terminal:{req.command_type}:{status}"] += 1
         log.info(
             "command %s %s %s in %d ms",
             req.command_type,
@@ -596,7 +598,7 @@ class Engine:
             int(elapsed * 1000),
             extra={"request_ref": req.request_ref},
         )
-        if self.journal is not None:
+        if self.journal is not None and not req.request_ref.startswith(LOCAL_PREFIX):
             try:
                 msg["_spool_id"] = self.journal.terminal(msg)
             except Exception:

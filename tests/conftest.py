@@ -59,6 +59,8 @@ def base_tree(url: str = "ws://127.0.0.1:9", **over: Any) -> dict[str, Any]:
             {"id": "pillar-002", "type": "pillar", "profile": "pillar", "link": "sim", "unit": 2},
             {"id": "pillar-slow", "type": "pillar", "profile": "pillar", "link": "slow"},
         ],
+        # tests that want the control socket give it a path of their own
+        "control": {"enabled": False},
     }
     for key, value in over.items():
         tree[key] = value

@@ -1,0 +1,136 @@
+"""The local control socket: ``edge-proxy status`` and ``edge-proxy call`` talk to a running daemon.
+
+A Unix socket (``control.socket``; default ``edge-proxy-<edge id>.sock`` in the temp directory),
+readable by the daemon's user and group only. One JSON request per connection:
+
+* ``{"op": "status"}`` -> one JSON line: the Gateway link, the outbox and every device;
+* ``{"op": "call", "frame": COMMAND}`` -> the command runs through the same engine as a Gateway
+  command (same validation, same queues); every message about it comes back as one JSON line,
+  the terminal one last. Local commands never go to the Gateway or the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger(__name__)
+LOCAL_PREFIX = "local:"
+MAX_REQUEST = 1024**2
+
+
+class ControlServer:
+    """Serves status and local commands on a Unix socket."""
+
+    def __init__(self, daemon: Daemon, path: str) -> None:
+        self.daemon = daemon
+        self.path = path
+        self.calls: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Listen; a stale socket file from a crashed run is replaced."""
+        try:
+            _, writer = await asyncio.open_unix_connection(self.path)
+        except FileNotFoundError:
+            _make_parent(self.path)
+        except OSError:  # a socket file nobody answers on: left by a crash
+            os.unlink(self.path)
+        else:
+            writer.close()
+            raise OSError(f"another edge-proxy is serving {self.path}")
+        self._server = await asyncio.start_unix_server(self._handle, self.path, limit=MAX_REQUEST)
+        os.chmod(self.path, 0o660)
+        log.info("control socket %s", self.path)
+
+    async def stop(self) -> None:
+        """Stop listening and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    def route(self, msg: dict[str, Any]) -> bool:
+        """Deliver a message of a local command to its caller; False if it is not local."""
+        ref = msg.get("requestRef")
+        if isinstance(ref, str) and ref.startswith(LOCAL_PREFIX):
+            queue = self.calls.get(ref)
+            if queue is not None:
+                queue.put_nowait({k: v for k, v in msg.items() if not k.startswith("_")})
+            return True
+        return False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("request must be a JSON object")
+            op = request.get("op")
+            if op == "status":
+                await self._send(writer, self.daemon.status_report())
+            elif op == "call":
+                async for msg in self._call(request.get("frame")):
+                    await self._send(writer, msg)
+            else:
+                await self._send(writer, {"error": f"unknown op {op!r}"})
+        except (ValueError, asyncio.TimeoutError, asyncio.LimitOverrunError) as exc:
+            with contextlib.suppress(OSError):
+                await self._send(writer, {"error": str(exc)})
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _call(self, frame: Any) -> AsyncIterator[dict[str, Any]]:
+        if not isinstance(frame, dict):
+            raise ValueError("call needs a frame object")
+        ref = f"{LOCAL_PREFIX}{uuid.uuid4().hex[:12]}"
+        frame = {**frame, "requestRef": ref}
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.calls[ref] = queue
+        try:
+            self.daemon.engine.handle_frame(json.dumps(frame))
+            while True:
+                msg = await queue.get()
+                yield msg
+                if protocol.is_terminal(msg):
+                    return
+        finally:
+            del self.calls[ref]
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, doc: dict[str, Any]) -> None:
+        writer.write(protocol.encode(doc).encode("utf-8") + b"\n")
+        await writer.drain()
+
+
+def _make_parent(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+async def request(path: str, doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Client side: send one request, yield each JSON line of the answer."""
+    reader, writer = await asyncio.open_unix_connection(path, limit=16 * MAX_REQUEST)
+    try:
+        writer.write(json.dumps(doc).encode("utf-8") + b"\n")
+        await writer.drain()
+        while line := await reader.readline():
+            yield json.loads(line)
+    finally:
+        writer.close()
