@@ -1,0 +1,113 @@
+"""`edge-proxy demo`, `simulate` and `probe`, run as a field engineer runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_proxy.config import load_config
+from edge_proxy.drivers import registry
+from edge_proxy.probe import probe
+from edge_proxy.simulate import Simulator, build_reply
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yaml"
+
+
+def run(*args: str, cwd: Path = ROOT, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_proxy", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_demo_prints_the_exchange_and_exits_0(tmp_path: Path) -> None:
+    # run from an empty folder: the demo must find its packaged example config
+    out = run("demo", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "<- REGISTER edge-001" in text
+    assert "serving modbus-tcp on 127.0.0.1:" in text  # a real Modbus TCP socket
+    assert "-> COMMAND" in text and "<- ack" in text
+    assert "command_response" in text and "completed" in text
+    assert "<- error" in text and "INVALID_PARAMETERS" in text
+    assert '"door_state":0,"brightness":100' in text  # the line device remembered the write
+    assert text.rstrip().endswith("== demo finished")
+    assert "Traceback" not in out.stderr
+
+
+def test_build_reply_matches_expect() -> None:
+    expect = r"^STS (?P<door_state>\d) (?P<brightness>\d+)$"
+    assert build_reply(expect, {"brightness": 42, "door_state": 1}) == "STS 1 42"
+    assert build_reply(expect, {}) == "STS 0 0"
+    assert build_reply("^OK$", {}) == "OK"
+    assert build_reply(r"^T=(?P<t>-?\d+\.\d+)C$", {"t": 21.5}) == "T=21.5C"
+
+
+async def test_simulate_then_probe_every_device() -> None:
+    config = load_config(EXAMPLE, env={}, check_link=registry.check_link)
+    sim = Simulator(config)
+    await sim.start()
+    try:
+        served = sim.rewrite()
+        lines: list[str] = []
+        assert await probe(served, "pillar-001", lines.append) == 0
+        text = "\n".join(lines)
+        assert "brightness" in text and "holding 101" in text and "FAILED" not in text
+        lines.clear()
+        assert await probe(served, "pillar-101", lines.append) == 0
+        assert "connected" in lines[-1]
+    finally:
+        await sim.stop()
+
+
+async def test_probe_names_what_failed(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE, env={}, check_link=registry.check_link)
+    lines: list[str] = []
+    # nothing listens on the example's Modbus port in this test
+    assert await probe(config, "pillar-001", lines.append) == 1
+    assert any("FAILED to connect" in line for line in lines)
+    assert await probe(config, "no-such-device", lines.append) == 2
+
+
+@pytest.mark.timeout(60)
+async def test_simulate_command_serves_and_writes_a_config(tmp_path: Path) -> None:
+    out_cfg = tmp_path / "pointed.yaml"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge_proxy",
+        "simulate",
+        "--config",
+        str(EXAMPLE),
+        "--write-config",
+        str(out_cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        while b"written to" not in seen:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "simulate ended early"
+            seen += line
+        assert b"pillar-001" in seen and b"pillar-101" in seen
+        pointed = yaml.safe_load(out_cfg.read_text())
+        assert pointed["links"]["plc-1"]["port"] != 15020
+        lines: list[str] = []
+        config = load_config(out_cfg, env={}, check_link=registry.check_link)
+        assert await probe(config, "pillar-002", lines.append) == 0, lines
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert proc.returncode == 0
