@@ -24,7 +24,7 @@ EXIT_CONFIG = 2
 
 
 def _load(path: str) -> Config:
-    return load_config(path, check_link=registry.check_link)
+    return load_config(path, check_link=registry.check_link, check_profile=registry.check_profile)
 
 
 def _print_errors(path: str, exc: ConfigError) -> None:
@@ -496,6 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-proxy check ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

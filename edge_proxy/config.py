@@ -804,9 +804,14 @@ def _format_validation(exc: ValidationError) -> list[str]:
 
 
 DriverChecker = Callable[[str, LinkConfig], list[str]]
+ProfileChecker = Callable[[str, "ProfileConfig"], list[str]]
 
 
-def validate_tree(tree: object, check_link: DriverChecker | None = None) -> Config:
+def validate_tree(
+    tree: object,
+    check_link: DriverChecker | None = None,
+    check_profile: ProfileChecker | None = None,
+) -> Config:
     """Validate an already-interpolated tree; raise ConfigError listing every problem."""
     if not isinstance(tree, dict):
         raise ConfigError([f"<root>: expected a mapping of sections (got {_short(tree)})"])
@@ -814,7 +819,7 @@ def validate_tree(tree: object, check_link: DriverChecker | None = None) -> Conf
         config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc)) from None
-    errors = cross_check(config, check_link)
+    errors = cross_check(config, check_link, check_profile)
     if errors:
         raise ConfigError(errors)
     return config
@@ -824,6 +829,7 @@ def load_config(
     path: str | Path,
     env: Mapping[str, str] | None = None,
     check_link: DriverChecker | None = None,
+    check_profile: ProfileChecker | None = None,
 ) -> Config:
     """Read, interpolate and validate a YAML config file."""
     try:
@@ -833,7 +839,7 @@ def load_config(
     except UnicodeDecodeError as exc:
         bad = exc.object[exc.start : exc.start + 1]
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}: {bad!r})"]) from None
-    return load_config_text(text, env, check_link, source=str(path))
+    return load_config_text(text, env, check_link, source=str(path), check_profile=check_profile)
 
 
 def load_config_text(
@@ -841,6 +847,7 @@ def load_config_text(
     env: Mapping[str, str] | None = None,
     check_link: DriverChecker | None = None,
     source: str = "<config>",
+    check_profile: ProfileChecker | None = None,
 ) -> Config:
     """Parse and validate YAML text (see load_config)."""
     try:
@@ -855,7 +862,7 @@ def load_config_text(
     tree = interpolate_env(tree, os.environ if env is None else env, "", errors)
     if errors:
         raise ConfigError(errors)
-    return validate_tree(tree, check_link)
+    return validate_tree(tree, check_link, check_profile)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -892,9 +899,14 @@ def _link_identity(config: Config, device: DeviceConfig) -> tuple[object, ...]:
     return ("named", config.link_name_of(device))
 
 
-def cross_check(config: Config, check_link: DriverChecker | None = None) -> list[str]:
+def cross_check(
+    config: Config,
+    check_link: DriverChecker | None = None,
+    check_profile: ProfileChecker | None = None,
+) -> list[str]:
     """Check references between sections; return one line per problem."""
     errors: list[str] = []
+    profile_checked: set[tuple[str, str]] = set()
     for pname, profile in config.profiles.items():
         errors += _check_profile(f"profiles.{pname}", profile, config.commands.max_steps)
 
@@ -925,6 +937,18 @@ def cross_check(config: Config, check_link: DriverChecker | None = None) -> list
                 )
         if isinstance(dev.link, LinkConfig) and check_link is not None:
             errors += [f"{at}.link{m}" for m in check_link(link.driver, link)]
+        pair = (link.driver, dev.profile)
+        if (
+            check_profile is not None
+            and dev.enabled
+            and dev.profile in config.profiles
+            and pair not in profile_checked
+        ):
+            profile_checked.add(pair)
+            errors += [
+                f"profiles.{dev.profile}{m} (for driver {link.driver!r}, used by {at})"
+                for m in check_profile(link.driver, config.profiles[dev.profile])
+            ]
         if dev.enabled:
             unit = 1 if dev.unit is None else dev.unit
             by_unit = units.setdefault(_link_identity(config, dev), {})

@@ -164,6 +164,12 @@ class Driver:
         return errors
 
     @classmethod
+    def check_profile(cls, profile: ProfileConfig) -> list[str]:
+        """Problems of a profile used with this driver, each as ``.key: problem`` (e.g. a
+        point type the device cannot hold); ``edge-proxy check`` reports them."""
+        return []
+
+    @classmethod
     def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
         """Devices whose links give the same key share one connection."""
         if cls.serial:
@@ -220,6 +226,14 @@ class DriverRegistry:
         except DriverError as exc:
             return [f".driver: {exc}"]
         return cls.check_link(link)
+
+    def check_profile(self, driver: str, profile: ProfileConfig) -> list[str]:
+        """Config checker: the driver accepts the profile (a missing driver is check_link's)."""
+        try:
+            cls = self.get(driver)
+        except DriverError:
+            return []
+        return cls.check_profile(profile)
 
 
 registry = DriverRegistry()
