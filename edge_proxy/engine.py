@@ -36,6 +36,17 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL = 0.1
+STEP_KEYS = frozenset(
+    {
+        "operationType",
+        "commandCode",
+        "parameters",
+        "deviceId",
+        "continueOnError",
+        "delayMs",
+        "delay",
+    }
+)
 LOCAL_PREFIX = "local:"  # commands from the control socket: never spooled
 # (progress, stage, completed, total, deviceId) of a progress_update not yet sent
 ProgressUpdate = tuple[int, str, int, int, str | None]
@@ -280,6 +291,13 @@ class Engine:
             at = f"command.parameters.steps[{i}]"
             if not isinstance(item, dict):
                 raise RequestError("INVALID_COMMAND", "a step must be an object", {"field": at})
+            unknown = sorted(set(item) - STEP_KEYS)
+            if unknown:  # a misspelt key must not be silently ignored on field hardware
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    f"unknown step key {unknown[0]!r} (expected {', '.join(sorted(STEP_KEYS))})",
+                    {"field": f"{at}.{unknown[0]}"},
+                )
             cont = item.get("continueOnError", False)
             if not isinstance(cont, bool):
                 raise RequestError(
@@ -455,6 +473,8 @@ class Engine:
         try:
             if isinstance(plan, dict):
                 status, result = await self._run_batch(cs, plan)
+                if status == "failed":
+                    error = self._batch_error(result)
             else:
                 multi = len(plan) > 1 or cs.request.command_type == "COMPLEX"
                 status, _, values, exc = await self._run_steps(
@@ -484,9 +504,22 @@ class Engine:
             self._finish(cs, status, result, error)
 
     @staticmethod
+    def _batch_error(result: dict[str, Any]) -> dict[str, Any]:
+        """The top-level error of a BATCH whose every target failed."""
+        failures = [r["error"] for r in result["results"].values() if "error" in r]
+        codes = sorted({f.get("code", "INTERNAL_ERROR") for f in failures})
+        first = failures[0] if failures else {"code": "INTERNAL_ERROR", "message": "no target ran"}
+        return {
+            "code": first["code"] if len(codes) <= 1 else codes[0],
+            "message": f"every target failed ({len(failures)}): {first.get('message', '')}",
+            "details": {"codes": codes},
+        }
+
+    @staticmethod
     def _aborted_status(reason: str) -> tuple[str, dict[str, Any] | None]:
+        # the status says it all for timeout and cancelled; no error object
         if reason == "timeout":
-            return "timeout", {"code": "TIMEOUT", "message": "the command's timeout expired"}
+            return "timeout", None
         if reason == "cancelled":
             return "cancelled", None
         return "failed", {"code": "INTERNAL_ERROR", "message": reason}
@@ -552,6 +585,9 @@ class Engine:
                 )
 
     def _send_progress(self, cs: CommandState, update: ProgressUpdate) -> None:
+        if cs.progress_handle is not None:  # a timer left from a held-back update is stale now
+            cs.progress_handle.cancel()
+            cs.progress_handle = None
         cs.progress_pending = None
         cs.progress_last = time.monotonic()
         cs.progress_sent = update[0]

@@ -253,17 +253,19 @@ def resolve_operation(
         return [
             Step(device_id, "write", "write", values=values, continue_on_error=continue_on_error)
         ]
+    # "command.parameters" -> "command.commandCode"; a step's own place for a step
+    code_field = where.rsplit(".parameters", 1)[0] + ".commandCode"
     if command_code is not None:
         known = ", ".join(sorted(profile.commands)) or "none"
         raise RequestError(
             "UNSUPPORTED_COMMAND",
             f"device {device_id} has no command {command_code!r} (profile commands: {known})",
-            {"field": "command.commandCode"},
+            {"field": code_field},
         )
     raise RequestError(
         "INVALID_COMMAND",
         "a command needs a commandCode, or operationType read or write",
-        {"field": "command.commandCode"},
+        {"field": code_field},
     )
 
 
