@@ -71,15 +71,25 @@ class Daemon:
                 dev.on_latency = self.metrics.observe_transaction
         self.spool: Spool | None = None
         if config.gateway.outbox.spool:
-            self.spool = Spool(config.gateway.outbox.spool)
+            self.spool = Spool(
+                config.gateway.outbox.spool,
+                keep=config.commands.dedup_window,
+                keep_max=config.commands.dedup_max,
+            )
             self.engine.journal = self.spool
             self.outbox.on_done = self.spool.sent
             now = time.monotonic()
-            for spool_id, msg in self.spool.recover(self.factory):
+            pending = self.spool.recover(self.factory)
+            # repeats of commands answered before the restart are answered, not run again
+            for age, msg, targets in self.spool.delivered():
+                ref = msg.get("requestRef")
+                if isinstance(ref, str):
+                    self.engine.finished[ref] = (now - age, {**msg, "_targets": targets})
+            for spool_id, msg, targets in pending:
                 self.outbox.put(msg, spool_id)
                 ref = msg.get("requestRef")
-                if isinstance(ref, str):  # a repeat of it is answered, not run again
-                    self.engine.finished[ref] = (now, {**msg, "_targets": []})
+                if isinstance(ref, str):
+                    self.engine.finished[ref] = (now, {**msg, "_targets": targets})
 
     def _build_device(self, dev_cfg: DeviceConfig) -> DeviceRuntime:
         profile = self.config.profiles[dev_cfg.profile]

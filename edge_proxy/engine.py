@@ -636,7 +636,7 @@ class Engine:
         )
         if self.journal is not None and not req.request_ref.startswith(LOCAL_PREFIX):
             try:
-                msg["_spool_id"] = self.journal.terminal(msg)
+                msg["_spool_id"] = self.journal.terminal(msg, cs.targets)
             except Exception:
                 log.exception(
                     "spool: cannot store the terminal message",
