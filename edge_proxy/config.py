@@ -818,7 +818,8 @@ def validate_tree(
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc)) from None
+        # the full cross-check needs a valid config; the name references can be checked anyway
+        raise ConfigError(_format_validation(exc) + _raw_references(tree)) from None
     errors = cross_check(config, check_link, check_profile)
     if errors:
         raise ConfigError(errors)
@@ -887,6 +888,36 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _raw_references(tree: dict[Any, Any]) -> list[str]:
+    """Name references of a tree that failed validation: ids, profiles, links."""
+    errors: list[str] = []
+    devices = tree.get("devices")
+    raw_profiles, raw_links = tree.get("profiles"), tree.get("links")
+    profiles: dict[Any, Any] = raw_profiles if isinstance(raw_profiles, dict) else {}
+    links: dict[Any, Any] = raw_links if isinstance(raw_links, dict) else {}
+    if not isinstance(devices, list):
+        return errors
+    seen: dict[object, int] = {}
+    for i, dev in enumerate(devices):
+        if not isinstance(dev, dict):
+            continue
+        at = f"devices[{i}]"
+        dev_id = dev.get("id")
+        if isinstance(dev_id, str):
+            if dev_id in seen:
+                errors.append(f"{at}.id: {dev_id!r} is already used by devices[{seen[dev_id]}]")
+            seen.setdefault(dev_id, i)
+        profile = dev.get("profile")
+        if isinstance(profile, str) and profile not in profiles:
+            known = ", ".join(sorted(map(str, profiles))) or "none defined"
+            errors.append(f"{at}.profile: unknown profile {profile!r} (known: {known})")
+        link = dev.get("link")
+        if isinstance(link, str) and link not in links:
+            known = ", ".join(sorted(map(str, links))) or "none defined"
+            errors.append(f"{at}.link: unknown link {link!r} (known: {known})")
+    return errors
 
 
 def _link_identity(config: Config, device: DeviceConfig) -> tuple[object, ...]:

@@ -685,11 +685,6 @@ def test_template_with_empty_field_is_rejected() -> None:
     assert any(e.startswith("profiles.p.commands.SET") for e in errors), errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cross-reference errors are not reported when there is any shape error, so one "
-    "run does not list every problem (the module docstring promises it does)",
-)
 def test_shape_and_reference_errors_are_reported_together() -> None:
     tree = minimal_tree()
     tree["devices"] = [
