@@ -27,6 +27,25 @@ def _load(path: str) -> Config:
     return load_config(path, check_link=registry.check_link, check_profile=registry.check_profile)
 
 
+def _load_or_report(path: str) -> Config | None:
+    """The validated config, or None after printing every error (the caller exits 2)."""
+    try:
+        return _load(path)
+    except ConfigError as exc:
+        _print_errors(path, exc)
+        return None
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def _print_errors(path: str, exc: ConfigError) -> None:
     print(f"{path}: {len(exc.errors)} configuration error(s):", file=sys.stderr)
     for line in exc.errors:
@@ -43,10 +62,8 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config; print its links, devices and profiles."""
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(args.config, exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     link_rows = []
     for name, link in config.links.items():
@@ -102,17 +119,12 @@ async def reload_daemon(daemon: Any, path: str) -> bool:
     return True
 
 
-async def run_daemon(
-    config: Config, stop: asyncio.Event | None = None, path: str | None = None
-) -> int:
-    """Run the daemon until SIGINT/SIGTERM (or ``stop``); SIGHUP re-reads ``path``."""
+async def run_daemon(config: Config, path: str | None = None) -> int:
+    """Run the daemon until SIGINT/SIGTERM; SIGHUP re-reads ``path``."""
     from .daemon import Daemon
 
-    stop = stop or asyncio.Event()
+    stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(config)
     reloads: set[asyncio.Task[bool]] = set()
     if path is not None:
@@ -139,10 +151,8 @@ async def run_daemon(
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon."""
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(args.config, exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)
     return asyncio.run(run_daemon(config, path=args.config))
@@ -158,10 +168,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print(f"development Gateway listening on ws://{args.host}:{port}", flush=True)
         print("type commands as JSON lines or: [edge:]device CODE key=value ...", flush=True)
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = _stop_on_signals()
         feeder: asyncio.Task[None] | None = None
         if args.script:
             lines = Path(args.script).read_text(encoding="utf-8").splitlines()  # noqa: ASYNC240
@@ -215,10 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     path = args.config or str(default_example())
-    try:
-        config = _load(path)
-    except ConfigError as exc:
-        _print_errors(path, exc)
+    config = _load_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)
     return asyncio.run(run_demo(config, print))
@@ -228,10 +233,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Serve the config's Modbus and line devices as real servers on this machine."""
     from .simulate import Simulator
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(args.config, exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)
 
@@ -250,12 +253,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 tree["gateway"]["token"] = "${EDGE_TOKEN:-}"
             Path(args.write_config).write_text(yaml.safe_dump(tree, sort_keys=False))  # noqa: ASYNC240
             print(f"config pointing at the simulators written to {args.write_config}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await _stop_on_signals().wait()
         await sim.stop()
         return 0
 
@@ -266,10 +264,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """Connect to one device, read every readable point once, print a table."""
     from .probe import probe
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        _print_errors(args.config, exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)
     return asyncio.run(probe(config, args.device, print))

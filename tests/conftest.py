@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,6 +157,37 @@ class Gateway:
     def of(self, ref: str) -> list[dict[str, Any]]:
         """Every frame about ``ref``."""
         return [f for f in self.frames if f.get("requestRef") == ref]
+
+
+@contextlib.contextmanager
+def installed_package(source: Path, target: Path, module_prefix: str) -> Iterator[Path]:
+    """pip-install a package into ``target`` and put it on sys.path, as a user's site would be.
+
+    ``--no-build-isolation`` keeps it offline (setuptools and wheel come with the dev extras).
+    """
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        for name in [m for m in sys.modules if m.startswith(module_prefix)]:
+            del sys.modules[name]
 
 
 def is_terminal(frame: dict[str, Any]) -> bool:

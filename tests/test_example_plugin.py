@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import Gateway, base_tree, command, make_config
+from conftest import Gateway, base_tree, command, installed_package, make_config
 from edge_proxy.config import load_config_text
 from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import registry
@@ -49,30 +49,8 @@ def _env(*paths: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stx_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """pip-install the example package into a directory put on sys.path; yield the directory."""
-    target = tmp_path_factory.mktemp("stx-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    sys.path.insert(0, str(target))
-    try:
-        yield target
-    finally:
-        sys.path.remove(str(target))
-        for name in [m for m in sys.modules if m.startswith("edge_proxy_stx")]:
-            del sys.modules[name]
+    with installed_package(EXAMPLE, tmp_path_factory.mktemp("stx-site"), "edge_proxy_stx") as site:
+        yield site
 
 
 def _simulator() -> Any:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import PILLAR_PROFILE, Gateway, base_tree, command, make_config
+from conftest import PILLAR_PROFILE, Gateway, base_tree, command, installed_package, make_config
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import Driver, DriverRegistry, registry
@@ -22,30 +20,8 @@ PLUGIN = Path(__file__).parent / "plugins" / "echo_plugin"
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[Driver]]:
     """pip-install the plugin package into a directory put on sys.path, as a user would."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(PLUGIN),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    sys.path.insert(0, str(target))
-    try:
+    with installed_package(PLUGIN, tmp_path_factory.mktemp("site"), "edge_proxy_echo"):
         yield registry.get("echo-test")
-    finally:
-        sys.path.remove(str(target))
-        for name in [m for m in sys.modules if m.startswith("edge_proxy_echo")]:
-            del sys.modules[name]
 
 
 def test_found_by_name(installed_plugin: type[Driver]) -> None:

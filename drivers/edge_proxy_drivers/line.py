@@ -439,33 +439,30 @@ def _check_line_keys(link: LinkConfig) -> list[str]:
     return errors
 
 
-class LineTcpDriver(Driver):
+class _LineDriver(Driver):
+    """What both line drivers share: the device adapter and the ``late_reply_grace`` key."""
+
+    device_class: ClassVar[type[Device]] = LineDevice
+    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
+    needs_port: ClassVar[bool] = True
+
+    @classmethod
+    def check_link(cls, link: LinkConfig) -> list[str]:
+        """Check the line driver's own keys too."""
+        return super().check_link(link) + _check_line_keys(link)
+
+
+class LineTcpDriver(_LineDriver):
     """Registry entry of the ``line-tcp`` driver."""
 
     name: ClassVar[str] = "line-tcp"
     link_class: ClassVar[type[Link]] = LineTcpLink
-    device_class: ClassVar[type[Device]] = LineDevice
-    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
     needs_host: ClassVar[bool] = True
-    needs_port: ClassVar[bool] = True
-
-    @classmethod
-    def check_link(cls, link: LinkConfig) -> list[str]:
-        """Check the line driver's own keys too."""
-        return super().check_link(link) + _check_line_keys(link)
 
 
-class LineSerialDriver(Driver):
+class LineSerialDriver(_LineDriver):
     """Registry entry of the ``line-serial`` driver."""
 
     name: ClassVar[str] = "line-serial"
     link_class: ClassVar[type[Link]] = LineSerialLink
-    device_class: ClassVar[type[Device]] = LineDevice
-    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
     serial: ClassVar[bool] = True
-    needs_port: ClassVar[bool] = True
-
-    @classmethod
-    def check_link(cls, link: LinkConfig) -> list[str]:
-        """Check the line driver's own keys too."""
-        return super().check_link(link) + _check_line_keys(link)
