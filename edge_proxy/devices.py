@@ -43,6 +43,7 @@ from .errors import (
     RequestError,
     error_code,
 )
+from .logsetup import OutageLog
 from .protocol import utc_timestamp
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,7 @@ class LinkRuntime:
         self.last_link_error: str | None = None
         self.current: Job | None = None
         self._wakeup = asyncio.Event()
+        self._outage = OutageLog(log, f"link {name}")
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -430,7 +432,7 @@ class LinkRuntime:
             self.retry_at = time.monotonic() + self.backoff.next_delay()
             reason = str(exc) or type(exc).__name__
             self.last_link_error = reason
-            log.warning("link %s: cannot connect: %s", self.name, reason)
+            self._outage.failed(reason)
             err = LinkIOError(f"link {self.name}: cannot connect: {reason}")
             for dev in list(self.devices.values()):
                 if dev.state != "disabled":
@@ -442,6 +444,7 @@ class LinkRuntime:
         self.connects += 1
         self.backoff.reset()
         self.last_link_error = None
+        self._outage.recovered()
         log.info("link %s: connected", self.name)
 
     async def _execute(self, job: Job) -> Any:

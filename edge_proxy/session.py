@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from . import protocol
 from .config import GatewayConfig
 from .devices import Backoff
+from .logsetup import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ class Session:
         self.ws: ClientConnection | None = None
         self._stopping = False
         self._ssl = build_ssl_context(config)
+        self._outage = OutageLog(log, "gateway link")
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until stop() is called."""
@@ -243,7 +245,7 @@ class Session:
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        log.warning("gateway link down: %s", self.last_error)
+        self._outage.failed(self.last_error)
 
     async def _serve_once(self) -> None:
         headers = {}
@@ -269,6 +271,7 @@ class Session:
             self.messages_out["REGISTER"] += 1
             self.connects += 1
             self.state = "online"
+            self._outage.recovered()
             log.info(
                 "gateway: connected and REGISTER sent (%d devices)",
                 len(register["clientInfo"]["devices"]),
