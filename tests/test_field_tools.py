@@ -111,3 +111,55 @@ async def test_simulate_command_serves_and_writes_a_config(tmp_path: Path) -> No
         proc.terminate()
         await proc.wait()
     assert proc.returncode == 0
+
+
+async def test_development_gateway_runs_a_script_against_an_edge(tmp_path: Path) -> None:
+    import socket
+
+    from conftest import base_tree, make_config
+    from edge_proxy.daemon import Daemon
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "script.txt"
+    script.write_text(
+        "# commissioning script\n"
+        "pillar-001 SET_BRIGHTNESS brightness=42\n"
+        "pillar-001 read points=brightness\n"
+        '{"type": "QUERY", "requestRef": "q-1", "query": "devices"}\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge_proxy",
+        "gateway",
+        "--port",
+        str(port),
+        "--script",
+        str(script),
+        "--no-stdin",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    daemon = None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"listening on ws://127.0.0.1:" in first
+        daemon = Daemon(make_config(base_tree(f"ws://127.0.0.1:{port}")))
+        await daemon.start()
+        seen = b""
+        while b"q-1 completed" not in seen:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "the gateway ended early"
+            seen += line
+        text = seen.decode()
+        assert "<- REGISTER edge-001" in text
+        assert "-> COMMAND cmd-1 edge-001:pillar-001 SIMPLE SET_BRIGHTNESS" in text
+        assert '<- command_response cmd-2 completed {"values":{"brightness":42}}' in text
+    finally:
+        if daemon is not None:
+            await daemon.stop(grace=1.0)
+        proc.terminate()
+        await proc.wait()
