@@ -134,7 +134,6 @@ class DeviceRuntime:
         self.last_activity = time.monotonic()
         self.consecutive_failures = 0
         self.counters = DeviceCounters()
-        self.latency_sum = 0.0
         self.probe_backoff = Backoff(link.config.reconnect if link else ReconnectConfig())
         # the longest one transaction may take: the link's timeout or a command's own
         timeouts = [c.timeout for c in profile.commands.values() if c.timeout is not None]
@@ -160,7 +159,6 @@ class DeviceRuntime:
     def record_success(self, elapsed: float) -> None:
         """Count a successful operation; brings the device online."""
         self.counters.transactions += 1
-        self.latency_sum += elapsed
         if self.on_latency is not None:
             self.on_latency(self.id, elapsed)
         self.consecutive_failures = 0

@@ -25,7 +25,6 @@ from .devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
 from .drivers import Device, OperationContext
 from .errors import (
     DeviceOffline,
-    EdgeProxyError,
     OperationAborted,
     RequestError,
     error_body,
@@ -723,10 +722,3 @@ class Engine:
         rest = [cs.task for cs in self.running.values() if cs.task is not None]
         if rest:
             await asyncio.wait(rest, timeout=max(1.0, grace))
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line description of an exception for logs."""
-    if isinstance(exc, EdgeProxyError):
-        return f"{exc.code}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"

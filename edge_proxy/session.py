@@ -59,7 +59,6 @@ class Outbox:
         self.dropped: collections.Counter[str] = collections.Counter()
         self._ready = asyncio.Event()
         self._empty = asyncio.Event()
-        self.on_drop: Callable[[dict[str, Any]], None] | None = None
         #: called with the spool id of a spooled message once it is sent (or dropped)
         self.on_done: Callable[[int], None] | None = None
 
@@ -123,8 +122,6 @@ class Outbox:
             sum(self.dropped.values()),
             extra={"request_ref": msg.get("requestRef")},
         )
-        if self.on_drop is not None:
-            self.on_drop(msg)
 
     def peek(self) -> tuple[str, str, dict[str, Any]] | None:
         """The oldest message (class, text, message), or None."""
