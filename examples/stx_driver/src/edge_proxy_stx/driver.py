@@ -284,31 +284,29 @@ class StxDevice(Device):
                 raise await self._out_of_step(request, reply)
 
 
-class StxTcpDriver(Driver):
+class _StxDriver(Driver):
+    """What both STX drivers share: the device adapter, and the profile check."""
+
+    device_class: ClassVar[type[Device]] = StxDevice
+    needs_port: ClassVar[bool] = True
+
+    @classmethod
+    def check_profile(cls, profile: ProfileConfig) -> list[str]:
+        """Points an STX device cannot hold, reported by ``edge-proxy check``."""
+        return [f".{p}" for p in profile_problems(profile)]
+
+
+class StxTcpDriver(_StxDriver):
     """Registry entry of the ``stx-tcp`` driver."""
 
     name: ClassVar[str] = "stx-tcp"
     link_class: ClassVar[type[Link]] = StxTcpLink
-    device_class: ClassVar[type[Device]] = StxDevice
     needs_host: ClassVar[bool] = True
-    needs_port: ClassVar[bool] = True
-
-    @classmethod
-    def check_profile(cls, profile: ProfileConfig) -> list[str]:
-        """Points an STX device cannot hold, reported by ``edge-proxy check``."""
-        return [f".{p}" for p in profile_problems(profile)]
 
 
-class StxSerialDriver(Driver):
+class StxSerialDriver(_StxDriver):
     """Registry entry of the ``stx-serial`` driver."""
 
     name: ClassVar[str] = "stx-serial"
     link_class: ClassVar[type[Link]] = StxSerialLink
-    device_class: ClassVar[type[Device]] = StxDevice
     serial: ClassVar[bool] = True
-    needs_port: ClassVar[bool] = True
-
-    @classmethod
-    def check_profile(cls, profile: ProfileConfig) -> list[str]:
-        """Points an STX device cannot hold, reported by ``edge-proxy check``."""
-        return [f".{p}" for p in profile_problems(profile)]
