@@ -21,8 +21,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from edge_proxy.config import parse_duration, validate_tree
-from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import registry
+from edge_proxy.ops.daemon import Daemon
 
 PROFILE: dict[str, Any] = {
     "points": {

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from .config import DeviceConfig, LinkConfig, ProfileConfig
-from .drivers import Device, Driver, Link, OperationContext, set_current_operation
+from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
+from edge_proxy.drivers import Device, Driver, Link, OperationContext, set_current_operation
+
 from .errors import EdgeProxyError, OperationAborted
 
 

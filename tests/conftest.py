@@ -17,8 +17,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from edge_proxy.config import Config, validate_tree
-from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import registry
+from edge_proxy.ops.daemon import Daemon
 
 PILLAR_PROFILE: dict[str, Any] = {
     "points": {

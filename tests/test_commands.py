@@ -17,7 +17,7 @@ import yaml
 
 from conftest import Gateway, base_tree, command, is_terminal, make_config
 from edge_proxy.config import Config
-from edge_proxy.daemon import Daemon
+from edge_proxy.ops.daemon import Daemon
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 

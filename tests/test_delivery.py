@@ -34,10 +34,10 @@ import yaml
 
 from conftest import Gateway, base_tree, command, is_terminal, make_config
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
-from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import Device, Driver, Link, checkpoint, current_operation, registry
-from edge_proxy.engine import PROGRESS_INTERVAL, CommandState
 from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError
+from edge_proxy.ops.daemon import Daemon
+from edge_proxy.runtime.engine import PROGRESS_INTERVAL, CommandState
 from edge_proxy_drivers.simulated import SimulatedDevice
 
 # ---------------------------------------------------------------- a flaky, recording test driver

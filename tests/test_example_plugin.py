@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from conftest import Gateway, base_tree, command, installed_package, make_config
+from edge_proxy.cli.probe import probe
 from edge_proxy.config import load_config_text
-from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import registry
-from edge_proxy.probe import probe
+from edge_proxy.ops.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "stx_driver"

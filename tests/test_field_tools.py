@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_proxy.cli.probe import probe
+from edge_proxy.cli.simulate import Simulator, build_reply
 from edge_proxy.config import load_config
 from edge_proxy.drivers import registry
-from edge_proxy.probe import probe
-from edge_proxy.simulate import Simulator, build_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -117,7 +117,7 @@ async def test_development_gateway_runs_a_script_against_an_edge(tmp_path: Path)
     import socket
 
     from conftest import base_tree, make_config
-    from edge_proxy.daemon import Daemon
+    from edge_proxy.ops.daemon import Daemon
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from conftest import Gateway, command, is_terminal
-from edge_proxy import protocol
-from edge_proxy.daemon import Daemon
+from edge_proxy.ops.daemon import Daemon
+from edge_proxy.wire import messages as protocol
 
 MIN_FRAMES = 3000
 POOL_SIZE = 120

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config, DeviceConfig, LinkConfig, ProfileConfig
-from edge_proxy.daemon import Daemon
 from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError, RequestError
+from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.line import (
     LineDevice,
     LineLink,

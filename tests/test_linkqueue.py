@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
-from edge_proxy.devices import BACKGROUND, PRIORITY_LEVELS, DeviceRuntime, LinkRuntime
 from edge_proxy.drivers import Device, OperationContext
+from edge_proxy.runtime.devices import BACKGROUND, PRIORITY_LEVELS, DeviceRuntime, LinkRuntime
 from edge_proxy_drivers.simulated import SimulatedDriver, SimulatedLink
 
 

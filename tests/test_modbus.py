@@ -18,7 +18,6 @@ from pymodbus.pdu import DecodePDU
 
 from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config, ConfigError, validate_tree
-from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import OperationContext, registry, set_current_operation
 from edge_proxy.errors import (
     DeviceError,
@@ -27,6 +26,7 @@ from edge_proxy.errors import (
     LinkIOError,
     OperationAborted,
 )
+from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.modbus import ModbusDevice, ModbusLink
 from modbus_servers import UNDEFINED_ADDRESS, Frame, ModbusServer, SerialRelay
 

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import PILLAR_PROFILE, Gateway, base_tree, command, installed_package, make_config
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
-from edge_proxy.daemon import Daemon
 from edge_proxy.drivers import Driver, DriverRegistry, registry
 from edge_proxy.errors import DriverError
+from edge_proxy.ops.daemon import Daemon
 from edge_proxy.testing import ContractSetup, DriverContract
 
 PLUGIN = Path(__file__).parent / "plugins" / "echo_plugin"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_proxy.points import (
+from edge_proxy.core.points import (
     BIT_TABLES,
     REGISTER_TABLES,
     PointSpec,

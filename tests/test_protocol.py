@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from edge_proxy import protocol
 from edge_proxy.errors import RequestError
-from edge_proxy.protocol import (
+from edge_proxy.wire import messages as protocol
+from edge_proxy.wire.messages import (
     CommandRequest,
     Incoming,
     MessageFactory,

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from edge_proxy.schema import BUILTIN_DRIVERS, build_markdown, build_schema
+from edge_proxy.config.schema import BUILTIN_DRIVERS, build_markdown, build_schema
 from test_config import BROKEN_CASES, BROKEN_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

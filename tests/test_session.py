@@ -18,9 +18,9 @@ from websockets.http11 import Request, Response
 
 from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config
-from edge_proxy.daemon import Daemon
-from edge_proxy.logsetup import setup_logging
-from edge_proxy.session import Outbox
+from edge_proxy.ops.daemon import Daemon
+from edge_proxy.ops.logsetup import setup_logging
+from edge_proxy.runtime.session import Outbox
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 

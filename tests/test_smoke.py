@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from conftest import Gateway, command
-from edge_proxy.daemon import Daemon
+from edge_proxy.ops.daemon import Daemon
 
 
 async def test_read_roundtrip(gateway: Gateway, edge: Daemon) -> None:

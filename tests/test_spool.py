@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge_proxy.protocol import MessageFactory
-from edge_proxy.spool import Spool
+from edge_proxy.runtime.spool import Spool
+from edge_proxy.wire.messages import MessageFactory
 
 
 def terminal(factory: MessageFactory, ref: str) -> dict[str, object]:

@@ -50,8 +50,8 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from edge_proxy import points as codec
 from edge_proxy.config import LinkConfig, PointConfig, parse_duration
+from edge_proxy.core import points as codec
 from edge_proxy.drivers import Device, Driver, Link, checkpoint, current_operation
 from edge_proxy.errors import (
     DeviceError,

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import serial_asyncio
 
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
+from edge_proxy.core.points import PointValueError, decode_registers, encode_registers
 from edge_proxy.drivers import Device, Driver, Link, checkpoint
 from edge_proxy.errors import (
     DeviceException,
@@ -31,7 +32,6 @@ from edge_proxy.errors import (
     LinkIOError,
     RequestError,
 )
-from edge_proxy.points import PointValueError, decode_registers, encode_registers
 
 from .frames import (
     ChecksumError,

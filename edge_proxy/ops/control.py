@@ -20,10 +20,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
+from edge_proxy.wire import messages as protocol
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from edge_proxy.ops.daemon import Daemon
 
 log = logging.getLogger(__name__)
 LOCAL_PREFIX = "local:"

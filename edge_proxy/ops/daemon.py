@@ -9,16 +9,17 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from . import __version__, protocol
-from .config import Config, DeviceConfig
-from .control import ControlServer
-from .devices import BACKGROUND, DeviceRuntime, LinkRuntime
-from .drivers import Device, DriverRegistry, registry
-from .engine import Engine
-from .errors import EdgeProxyError
-from .metrics import Metrics
-from .session import Outbox, Session
-from .spool import Spool
+from edge_proxy import __version__
+from edge_proxy.config import Config, DeviceConfig
+from edge_proxy.drivers import Device, DriverRegistry, registry
+from edge_proxy.errors import EdgeProxyError
+from edge_proxy.ops.control import ControlServer
+from edge_proxy.ops.metrics import Metrics
+from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime
+from edge_proxy.runtime.engine import Engine
+from edge_proxy.runtime.session import Outbox, Session
+from edge_proxy.runtime.spool import Spool
+from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from . import points as pointcodec
-from .config import CommandConfig, Config, DeviceConfig, LinkConfig, ProfileConfig
+from edge_proxy.config import CommandConfig, Config, DeviceConfig, LinkConfig, ProfileConfig
+from edge_proxy.core import points as pointcodec
 
 try:  # the regular-expression parser, to build replies that match ``expect``
     import re._parser as sre_parse  # type: ignore[import-not-found,unused-ignore]

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Config
+from edge_proxy.config import Config
 
 BUILTIN_DRIVERS = (
     "line-serial",

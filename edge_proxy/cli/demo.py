@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config, DeviceConfig
-from .daemon import Daemon
-from .devgateway import DevGateway
-from .simulate import Simulator
+from edge_proxy.cli.devgateway import DevGateway
+from edge_proxy.cli.simulate import Simulator
+from edge_proxy.config import Config, DeviceConfig
+from edge_proxy.ops.daemon import Daemon
 
 
 def _script(gw: DevGateway, config: Config) -> list[tuple[str, dict[str, Any], str]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import RequestError
+from edge_proxy.errors import RequestError
 
 VERSION = "1.0"
 PRIORITIES = ("low", "normal", "high", "urgent")

@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import EdgeProxyError
+from edge_proxy.errors import EdgeProxyError, RequestError
 
 # ---------------------------------------------------------------------------- values
 
@@ -414,6 +414,39 @@ class PointConfig(_Model):
 ParamType = Literal["int", "float", "number", "bool", "string"]
 
 
+def param_error(message: str, fieldname: str) -> RequestError:
+    """An INVALID_PARAMETERS error naming the offending field."""
+    return RequestError("INVALID_PARAMETERS", message, {"field": fieldname})
+
+
+def check_param(name: str, spec: ParamConfig, value: Any, where: str) -> Any:
+    """Check one parameter against its declaration; return the value to use."""
+    at = f"{where}.{name}"
+    kind = spec.type
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise param_error(f"{name}: expected true or false, got {value!r}", at)
+    elif kind == "string":
+        if not isinstance(value, str):
+            raise param_error(f"{name}: expected a string, got {value!r}", at)
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise param_error(f"{name}: expected a number, got {value!r}", at)
+        if not math.isfinite(value):
+            raise param_error(f"{name}: {value!r} is not a finite number", at)
+        if kind == "int" and isinstance(value, float):
+            if not value.is_integer():
+                raise param_error(f"{name}: expected an integer, got {value!r}", at)
+            value = int(value)
+        if spec.min is not None and value < spec.min:
+            raise param_error(f"{name}: {value!r} is below the minimum {spec.min:g}", at)
+        if spec.max is not None and value > spec.max:
+            raise param_error(f"{name}: {value!r} is above the maximum {spec.max:g}", at)
+    if spec.choices is not None and value not in spec.choices:
+        raise param_error(f"{name}: {value!r} is not one of {spec.choices!r}", at)
+    return value
+
+
 class ParamConfig(_Model):
     """One declared parameter of a profile command."""
 
@@ -436,8 +469,6 @@ class ParamConfig(_Model):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
         if self.default is not None:
-            from .operations import check_param  # the same rule a Gateway value meets
-
             try:
                 check_param("default", self, self.default, "default")
             except EdgeProxyError as exc:

@@ -8,15 +8,14 @@ never touch a device.
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import points as pointcodec
-from .config import CommandConfig, ParamConfig, ProfileConfig
-from .errors import RequestError
+from edge_proxy.config import CommandConfig, ProfileConfig, check_param, param_error
+from edge_proxy.core import points as pointcodec
+from edge_proxy.errors import RequestError
 
 _WHOLE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -36,40 +35,8 @@ class Step:
     continue_on_error: bool = False
 
 
-def _bad(message: str, fieldname: str) -> RequestError:
-    return RequestError("INVALID_PARAMETERS", message, {"field": fieldname})
-
-
 def _denied(message: str, fieldname: str) -> RequestError:
     return RequestError("ACCESS_DENIED", message, {"field": fieldname})
-
-
-def check_param(name: str, spec: ParamConfig, value: Any, where: str) -> Any:
-    """Check one parameter against its declaration; return the value to use."""
-    at = f"{where}.{name}"
-    kind = spec.type
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _bad(f"{name}: expected true or false, got {value!r}", at)
-    elif kind == "string":
-        if not isinstance(value, str):
-            raise _bad(f"{name}: expected a string, got {value!r}", at)
-    else:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(f"{name}: expected a number, got {value!r}", at)
-        if not math.isfinite(value):
-            raise _bad(f"{name}: {value!r} is not a finite number", at)
-        if kind == "int" and isinstance(value, float):
-            if not value.is_integer():
-                raise _bad(f"{name}: expected an integer, got {value!r}", at)
-            value = int(value)
-        if spec.min is not None and value < spec.min:
-            raise _bad(f"{name}: {value!r} is below the minimum {spec.min:g}", at)
-        if spec.max is not None and value > spec.max:
-            raise _bad(f"{name}: {value!r} is above the maximum {spec.max:g}", at)
-    if spec.choices is not None and value not in spec.choices:
-        raise _bad(f"{name}: {value!r} is not one of {spec.choices!r}", at)
-    return value
 
 
 def check_params(
@@ -79,7 +46,7 @@ def check_params(
     for name in given:
         if name not in cmd.params:
             declared = ", ".join(sorted(cmd.params)) or "none"
-            raise _bad(
+            raise param_error(
                 f"{cmd_name} has no parameter {name!r} (declared: {declared})", f"{where}.{name}"
             )
     out: dict[str, Any] = {}
@@ -87,7 +54,7 @@ def check_params(
         if name in given:
             out[name] = check_param(name, spec, given[name], where)
         elif spec.required:
-            raise _bad(f"{cmd_name}: parameter {name!r} is required", f"{where}.{name}")
+            raise param_error(f"{cmd_name}: parameter {name!r} is required", f"{where}.{name}")
         elif spec.default is not None:
             out[name] = spec.default
     return out
@@ -100,14 +67,14 @@ def bind(value: Any, params: Mapping[str, Any], where: str) -> Any:
     m = _WHOLE_PARAM.match(value)
     if m:
         if m.group(1) not in params:
-            raise _bad(f"parameter {m.group(1)!r} has no value", where)
+            raise param_error(f"parameter {m.group(1)!r} has no value", where)
         return params[m.group(1)]
     if "{" not in value:
         return value
     try:
         return value.format(**params)
     except (KeyError, IndexError, ValueError) as exc:
-        raise _bad(f"cannot fill template {value!r}: {exc}", where) from None
+        raise param_error(f"cannot fill template {value!r}: {exc}", where) from None
 
 
 def check_reads(profile: ProfileConfig, names: Any, where: str) -> list[str]:
@@ -117,13 +84,13 @@ def check_reads(profile: ProfileConfig, names: Any, where: str) -> list[str]:
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _bad("points must be a list of point names", where)
+        raise param_error("points must be a list of point names", where)
     if not names:
-        raise _bad("points is empty", where)
+        raise param_error("points is empty", where)
     for i, name in enumerate(names):
         point = profile.points.get(name)
         if point is None:
-            raise _bad(f"unknown point {name!r}", f"{where}[{i}]")
+            raise param_error(f"unknown point {name!r}", f"{where}[{i}]")
         if not point.readable:
             raise _denied(f"point {name!r} is write-only", f"{where}[{i}]")
     return list(dict.fromkeys(names))
@@ -132,18 +99,18 @@ def check_reads(profile: ProfileConfig, names: Any, where: str) -> list[str]:
 def check_writes(profile: ProfileConfig, values: Any, where: str) -> dict[str, Any]:
     """Check point values for writing: declared, writable, right type, in range."""
     if not isinstance(values, dict) or not values:
-        raise _bad("values must be a non-empty object of point: value", where)
+        raise param_error("values must be a non-empty object of point: value", where)
     for name, value in values.items():
         at = f"{where}.{name}"
         point = profile.points.get(name)
         if point is None:
-            raise _bad(f"unknown point {name!r}", at)
+            raise param_error(f"unknown point {name!r}", at)
         if not point.writable:
             raise _denied(f"point {name!r} is read-only", at)
         try:
             pointcodec.check_write_value(point, value)
         except pointcodec.PointValueError as exc:
-            raise _bad(f"{name}: {exc}", at) from None
+            raise param_error(f"{name}: {exc}", at) from None
     return dict(values)
 
 
@@ -272,7 +239,7 @@ def resolve_operation(
 def _only(parameters: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for name in parameters:
         if name not in allowed:
-            raise _bad(
+            raise param_error(
                 f"unknown parameter {name!r} (expected {', '.join(sorted(allowed))})",
                 f"{where}.{name}",
             )

@@ -15,9 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import Config, ConfigError, load_config
-from .drivers import registry
+from edge_proxy import __version__
+from edge_proxy.config import Config, ConfigError, load_config
+from edge_proxy.drivers import registry
 
 log = logging.getLogger("edge_proxy")
 EXIT_CONFIG = 2
@@ -89,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
-    from .logsetup import setup_logging
+    from edge_proxy.ops.logsetup import setup_logging
 
     secrets = []
     if config is not None and config.gateway.token is not None:
@@ -99,7 +99,7 @@ def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
 
 async def reload_daemon(daemon: Any, path: str) -> bool:
     """Re-read the config file and apply it; an invalid file is logged and the old one kept."""
-    from .daemon import ReloadRefused
+    from edge_proxy.ops.daemon import ReloadRefused
 
     log.info("SIGHUP: reloading %s", path)
     try:
@@ -121,7 +121,7 @@ async def reload_daemon(daemon: Any, path: str) -> bool:
 
 async def run_daemon(config: Config, path: str | None = None) -> int:
     """Run the daemon until SIGINT/SIGTERM; SIGHUP re-reads ``path``."""
-    from .daemon import Daemon
+    from edge_proxy.ops.daemon import Daemon
 
     stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     """Run the development Gateway."""
-    from .devgateway import DevGateway
+    from edge_proxy.cli.devgateway import DevGateway
 
     async def main() -> int:
         gw = DevGateway(args.host, args.port, printer=lambda line: print(line, flush=True))
@@ -219,7 +219,7 @@ def default_example() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a Gateway and an edge in one process and show a short command exchange."""
-    from .demo import run_demo
+    from edge_proxy.cli.demo import run_demo
 
     path = args.config or str(default_example())
     config = _load_or_report(path)
@@ -231,7 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Serve the config's Modbus and line devices as real servers on this machine."""
-    from .simulate import Simulator
+    from edge_proxy.cli.simulate import Simulator
 
     config = _load_or_report(args.config)
     if config is None:
@@ -262,7 +262,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Connect to one device, read every readable point once, print a table."""
-    from .probe import probe
+    from edge_proxy.cli.probe import probe
 
     config = _load_or_report(args.config)
     if config is None:
@@ -273,7 +273,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the config file's JSON Schema (or the reference page with --markdown)."""
-    from .schema import BUILTIN_DRIVERS, build_markdown, build_schema
+    from edge_proxy.config.schema import BUILTIN_DRIVERS, build_markdown, build_schema
 
     drivers = BUILTIN_DRIVERS if args.builtin_only else registry.names()
     if args.markdown:
@@ -298,7 +298,7 @@ def _socket_path(args: argparse.Namespace) -> str | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the running daemon's Gateway link, outbox and devices."""
-    from .control import request
+    from edge_proxy.ops.control import request
 
     path = _socket_path(args)
     if path is None:
@@ -348,8 +348,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_call(args: argparse.Namespace) -> int:
     """Run one command on the running daemon, as the Gateway would."""
-    from .control import request
-    from .devgateway import shorthand, summarize
+    from edge_proxy.cli.devgateway import shorthand, summarize
+    from edge_proxy.ops.control import request
 
     path = _socket_path(args)
     if path is None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .protocol import utc_timestamp
+from edge_proxy.wire.messages import utc_timestamp
 
 
 class RedactFilter(logging.Filter):

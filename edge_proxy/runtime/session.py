@@ -21,10 +21,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from . import protocol
-from .config import GatewayConfig
-from .devices import Backoff
-from .logsetup import OutageLog
+from edge_proxy.config import GatewayConfig
+from edge_proxy.ops.logsetup import OutageLog
+from edge_proxy.runtime.devices import Backoff
+from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from . import protocol
+from edge_proxy.wire import messages as protocol
 
 Printer = Callable[[str], None]
 

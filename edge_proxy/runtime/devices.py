@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .config import DeviceConfig, LinkConfig, ProfileConfig, ReconnectConfig
-from .drivers import Device, Driver, Link, OperationContext, set_current_operation
-from .errors import (
+from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, ReconnectConfig
+from edge_proxy.drivers import Device, Driver, Link, OperationContext, set_current_operation
+from edge_proxy.errors import (
     DeviceOffline,
     DeviceTimeout,
     EdgeProxyError,
@@ -43,8 +43,8 @@ from .errors import (
     RequestError,
     error_code,
 )
-from .logsetup import OutageLog
-from .protocol import utc_timestamp
+from edge_proxy.ops.logsetup import OutageLog
+from edge_proxy.wire.messages import utc_timestamp
 
 log = logging.getLogger(__name__)
 

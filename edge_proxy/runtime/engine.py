@@ -19,17 +19,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import operations, protocol
-from .config import CommandsConfig
-from .devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
-from .drivers import Device, OperationContext
-from .errors import (
+from edge_proxy.config import CommandsConfig
+from edge_proxy.core import plan as operations
+from edge_proxy.core.plan import Step
+from edge_proxy.drivers import Device, OperationContext
+from edge_proxy.errors import (
     DeviceOffline,
     OperationAborted,
     RequestError,
     error_body,
 )
-from .operations import Step
+from edge_proxy.runtime.devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
+from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, ClassVar
 
-from .config import DeviceConfig, LinkConfig, ProfileConfig
-from .errors import DeviceException, DriverError, OperationAborted
+from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
+from edge_proxy.errors import DeviceException, DriverError, OperationAborted
 
 ENTRY_POINT_GROUP = "edge_proxy.drivers"
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
 

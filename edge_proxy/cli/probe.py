@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
-from .drivers import registry
-from .errors import DriverError, EdgeProxyError
+from edge_proxy.config import Config
+from edge_proxy.drivers import registry
+from edge_proxy.errors import DriverError, EdgeProxyError
 
 
 def _describe(exc: BaseException) -> str:

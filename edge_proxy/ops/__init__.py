@@ -1,0 +1,1 @@
+"""Operations: daemon wiring, signals and reload, control socket, metrics and health, logging."""

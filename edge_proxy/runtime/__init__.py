@@ -1,0 +1,1 @@
+"""The asyncio parts: engine, executor, links and devices, Gateway session, outbox, spool."""
