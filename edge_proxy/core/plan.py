@@ -1,4 +1,4 @@
-"""Turn a checked COMMAND into a plan of device steps, validating everything before anything runs.
+"""Turn a checked COMMAND and the config into a plan of device steps, before anything runs.
 
 Pure code over config objects: a typo in step 5 of a COMPLEX command, a value out of range, or a
 write to a read-only point is a :class:`~edge_proxy.errors.RequestError` here, so steps 1-4
@@ -11,11 +11,20 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from edge_proxy.config import CommandConfig, ProfileConfig, check_param, param_error
+from edge_proxy.config import (
+    CommandConfig,
+    CommandsConfig,
+    DeviceConfig,
+    ProfileConfig,
+    check_param,
+    param_error,
+)
 from edge_proxy.core import points as pointcodec
 from edge_proxy.errors import RequestError
+from edge_proxy.wire.messages import CommandRequest
+from edge_proxy.wire.names import OPERATION_TYPES, STEP_KEYS
 
 _WHOLE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -280,3 +289,203 @@ def match_targets(
         for d in found:
             chosen[d] = None
     return list(chosen)
+
+
+class PlanDevice(Protocol):
+    """What planning needs to know of a device: its id, config and profile."""
+
+    @property
+    def id(self) -> str:
+        """The device id."""
+        ...
+
+    @property
+    def config(self) -> DeviceConfig:
+        """The device's config entry."""
+        ...
+
+    @property
+    def profile(self) -> ProfileConfig:
+        """The device's profile."""
+        ...
+
+
+@dataclass
+class Plan:
+    """What a command will do: its targets, and its steps (or, for a BATCH, steps per target)."""
+
+    targets: list[str]
+    steps: list[Step] = field(default_factory=list)
+    batch: dict[str, list[Step]] | None = None
+
+
+def plan_command(
+    req: CommandRequest, devices: Mapping[str, PlanDevice], limits: CommandsConfig
+) -> Plan:
+    """Check a command against the devices and limits and return its plan (or RequestError)."""
+    return _Planner(devices, limits).plan(req)
+
+
+class _Planner:
+    def __init__(self, devices: Mapping[str, PlanDevice], limits: CommandsConfig) -> None:
+        self.devices = devices
+        self.limits = limits
+
+    def _device(self, dev_id: str | None, fieldname: str) -> PlanDevice:
+        if dev_id is None:
+            raise RequestError(
+                "INVALID_COMMAND",
+                "no device named (command.deviceId or targetClientId '<edge>:<device>')",
+                {"field": fieldname},
+            )
+        dev = self.devices.get(dev_id)
+        if dev is None:
+            raise RequestError(
+                "UNKNOWN_DEVICE",
+                f"no device {dev_id!r} on this edge",
+                {"field": fieldname, "deviceId": dev_id},
+            )
+        return dev
+
+    def plan(self, req: CommandRequest) -> Plan:
+        """The plan of a command, every part checked before anything runs."""
+        if req.command_type == "BATCH":
+            targets, batch = self._plan_batch(req)
+            return Plan(targets, batch=batch)
+        dev = self._device(req.device_id or req.target_device, "command.deviceId")
+        if req.command_type == "COMPLEX" and "steps" in req.parameters:
+            steps = self._plan_complex(req, dev)
+        else:
+            steps = resolve_operation(
+                dev.id, dev.profile, req.command_code, req.operation_type, req.parameters
+            )
+        if len(steps) > self.limits.max_steps:
+            raise RequestError(
+                "INVALID_COMMAND",
+                f"{len(steps)} steps is above the limit {self.limits.max_steps}",
+                {"field": "command.parameters.steps"},
+            )
+        targets = list(dict.fromkeys(s.device_id for s in steps if s.kind != "delay")) or [dev.id]
+        return Plan(targets, steps=steps)
+
+    def _plan_complex(self, req: CommandRequest, dev: PlanDevice) -> list[Step]:
+        raw = req.parameters.get("steps")
+        extra = set(req.parameters) - {"steps"}
+        if extra:
+            raise RequestError(
+                "INVALID_PARAMETERS",
+                f"unknown parameter {sorted(extra)[0]!r}",
+                {"field": f"command.parameters.{sorted(extra)[0]}"},
+            )
+        if not isinstance(raw, list) or not raw:
+            raise RequestError(
+                "INVALID_COMMAND",
+                "steps must be a non-empty list",
+                {"field": "command.parameters.steps"},
+            )
+        if len(raw) > self.limits.max_steps:
+            raise RequestError(
+                "INVALID_COMMAND",
+                f"{len(raw)} steps is above the limit {self.limits.max_steps}",
+                {"field": "command.parameters.steps"},
+            )
+        steps: list[Step] = []
+        for i, item in enumerate(raw):
+            at = f"command.parameters.steps[{i}]"
+            if not isinstance(item, dict):
+                raise RequestError("INVALID_COMMAND", "a step must be an object", {"field": at})
+            unknown = sorted(set(item) - STEP_KEYS)
+            if unknown:  # a misspelt key must not be silently ignored on field hardware
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    f"unknown step key {unknown[0]!r} (expected {', '.join(sorted(STEP_KEYS))})",
+                    {"field": f"{at}.{unknown[0]}"},
+                )
+            cont = item.get("continueOnError", False)
+            if not isinstance(cont, bool):
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "continueOnError must be true or false",
+                    {"field": f"{at}.continueOnError"},
+                )
+            if "delayMs" in item or "delay" in item:
+                delay = item.get("delayMs", item.get("delay"))
+                if (
+                    isinstance(delay, bool)
+                    or not isinstance(delay, (int, float))
+                    or not (0 <= delay <= 3_600_000)
+                ):
+                    raise RequestError(
+                        "INVALID_COMMAND", "delayMs must be 0-3600000", {"field": f"{at}.delayMs"}
+                    )
+                steps.append(
+                    Step(dev.id, "delay", f"step {i + 1}: delay", delay=float(delay) / 1000.0)
+                )
+                continue
+            step_dev = self._device(item.get("deviceId", dev.id), f"{at}.deviceId")
+            op = item.get("operationType")
+            code = item.get("commandCode")
+            params = item.get("parameters", {})
+            if op is not None and (not isinstance(op, str) or op.lower() not in OPERATION_TYPES):
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "operationType must be read, write or execute",
+                    {"field": f"{at}.operationType"},
+                )
+            if code is not None and not isinstance(code, str):
+                raise RequestError(
+                    "INVALID_COMMAND",
+                    "commandCode must be a string",
+                    {"field": f"{at}.commandCode"},
+                )
+            if not isinstance(params, dict):
+                raise RequestError(
+                    "INVALID_COMMAND", "parameters must be an object", {"field": f"{at}.parameters"}
+                )
+            sub = resolve_operation(
+                step_dev.id,
+                step_dev.profile,
+                code,
+                op.lower() if op else None,
+                params,
+                f"{at}.parameters",
+                cont,
+            )
+            for s in sub:
+                s.label = f"step {i + 1}: {s.label}"
+            steps.extend(sub)
+        return steps
+
+    def _plan_batch(self, req: CommandRequest) -> tuple[list[str], dict[str, list[Step]]]:
+        params = dict(req.parameters)
+        spec = params.pop("targets", None)
+        params.pop("batch", None)
+        if spec is None:
+            spec = req.device_id or req.target_device
+        if spec is None:
+            raise RequestError(
+                "INVALID_COMMAND",
+                "a BATCH needs parameters.targets",
+                {"field": "command.parameters.targets"},
+            )
+        ids = list(self.devices)
+        types = {d: self.devices[d].config.type for d in ids}
+        targets = match_targets(spec, ids, types, req.device_type)
+        if len(targets) > self.limits.max_batch_targets:
+            raise RequestError(
+                "INVALID_COMMAND",
+                f"{len(targets)} targets is above the limit {self.limits.max_batch_targets}",
+                {"field": "command.parameters.targets"},
+            )
+        plans: dict[str, list[Step]] = {}
+        for dev_id in targets:
+            dev = self.devices[dev_id]
+            try:
+                plans[dev_id] = resolve_operation(
+                    dev_id, dev.profile, req.command_code, req.operation_type, params
+                )
+            except RequestError as exc:
+                exc.details = {**exc.details, "deviceId": dev_id}
+                exc.message = f"{dev_id}: {exc.message}"
+                raise
+        return targets, plans

@@ -17,25 +17,28 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from edge_proxy.wire import messages as protocol
-
-if TYPE_CHECKING:
-    from edge_proxy.ops.daemon import Daemon
+from edge_proxy.wire import framing
+from edge_proxy.wire.names import LOCAL_PREFIX
 
 log = logging.getLogger(__name__)
-LOCAL_PREFIX = "local:"
 MAX_REQUEST = 1024**2
 
 
 class ControlServer:
     """Serves status and local commands on a Unix socket."""
 
-    def __init__(self, daemon: Daemon, path: str) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        path: str,
+        handle_frame: Callable[[str], None],
+        status_report: Callable[[], dict[str, Any]],
+    ) -> None:
         self.path = path
+        self.handle_frame = handle_frame
+        self.status_report = status_report
         self.calls: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._server: asyncio.AbstractServer | None = None
 
@@ -81,7 +84,7 @@ class ControlServer:
                 raise ValueError("request must be a JSON object")
             op = request.get("op")
             if op == "status":
-                await self._send(writer, self.daemon.status_report())
+                await self._send(writer, self.status_report())
             elif op == "call":
                 async for msg in self._call(request.get("frame")):
                     await self._send(writer, msg)
@@ -105,18 +108,18 @@ class ControlServer:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.calls[ref] = queue
         try:
-            self.daemon.engine.handle_frame(json.dumps(frame))
+            self.handle_frame(json.dumps(frame))
             while True:
                 msg = await queue.get()
                 yield msg
-                if protocol.is_terminal(msg):
+                if framing.is_terminal(msg):
                     return
         finally:
             del self.calls[ref]
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, doc: dict[str, Any]) -> None:
-        writer.write(protocol.encode(doc).encode("utf-8") + b"\n")
+        writer.write(framing.encode(doc).encode("utf-8") + b"\n")
         await writer.drain()
 
 

@@ -17,7 +17,8 @@ from edge_proxy.ops.control import ControlServer
 from edge_proxy.ops.metrics import Metrics
 from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime
 from edge_proxy.runtime.engine import Engine
-from edge_proxy.runtime.session import Outbox, Session
+from edge_proxy.runtime.outbox import Outbox
+from edge_proxy.runtime.session import Session
 from edge_proxy.runtime.spool import Spool
 from edge_proxy.wire import messages as protocol
 
@@ -62,7 +63,9 @@ class Daemon:
         self.stopped = asyncio.Event()
         self.control: ControlServer | None = None
         if config.control.enabled:
-            self.control = ControlServer(self, config.control_socket())
+            self.control = ControlServer(
+                config.control_socket(), self.engine.handle_frame, self.status_report
+            )
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
         if config.metrics.listen is not None:

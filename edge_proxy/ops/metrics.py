@@ -14,26 +14,38 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from edge_proxy.ops.daemon import Daemon
+from edge_proxy.runtime.devices import DeviceRuntime, LinkRuntime
+from edge_proxy.runtime.engine import Engine
+from edge_proxy.runtime.outbox import Outbox
+from edge_proxy.runtime.session import Session
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("connecting", "online", "offline", "disabled")
 
 
+class RuntimeView(Protocol):
+    """What metrics read of a running edge (the daemon provides it)."""
+
+    session: Session
+    outbox: Outbox
+    engine: Engine
+    devices: dict[str, DeviceRuntime]
+    links: dict[Hashable, LinkRuntime]
+
+
 class DaemonCollector(Collector):
     """Reads the daemon's counters at scrape time."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: RuntimeView) -> None:
         self.daemon = daemon
 
     def collect(self) -> Iterator[Metric]:
@@ -120,7 +132,7 @@ class DaemonCollector(Collector):
 class Metrics:
     """The metrics registry, the histograms, and the HTTP endpoint."""
 
-    def __init__(self, daemon: Daemon, stall_after: float = 5.0) -> None:
+    def __init__(self, daemon: RuntimeView, stall_after: float = 5.0) -> None:
         self.daemon = daemon
         self.stall_after = stall_after
         self.registry = CollectorRegistry()

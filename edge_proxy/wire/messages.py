@@ -16,32 +16,45 @@ from datetime import datetime, timezone
 from typing import Any
 
 from edge_proxy.errors import RequestError
-
-VERSION = "1.0"
-PRIORITIES = ("low", "normal", "high", "urgent")
-COMMAND_TYPES = ("SIMPLE", "BATCH", "COMPLEX")
-OPERATION_TYPES = ("read", "write", "execute")
-TERMINAL_STATUSES = ("completed", "partial", "failed", "timeout", "cancelled")
-DEVICE_STATES = ("connecting", "online", "offline", "disabled")
-CAPABILITIES = [
-    "command",
-    "batch",
-    "complex",
-    "progress",
-    "ack",
-    "query",
-    "cancel",
-    "device_status",
-]
-MAX_TIMEOUT_MS = 24 * 3600 * 1000
-MAX_DEPTH = 64  # nesting of an incoming frame
-MAX_TEXT = 512  # longest piece of Gateway input repeated back in an error
-
-# Gateway replies that need no answer; they are accepted and logged at debug level.
-SILENT_TYPES = frozenset(
-    {"HEARTBEAT", "HEARTBEAT_ACK", "PONG", "PING", "REGISTER_ACK", "REGISTERED", "ACK"}
+from edge_proxy.wire.framing import clip as _clip
+from edge_proxy.wire.framing import encode, is_terminal
+from edge_proxy.wire.names import (
+    CAPABILITIES,
+    COMMAND_TYPES,
+    DEVICE_STATES,
+    HANDLED_TYPES,
+    MAX_DEPTH,
+    MAX_TEXT,
+    MAX_TIMEOUT_MS,
+    OPERATION_TYPES,
+    PRIORITIES,
+    SILENT_TYPES,
+    TERMINAL_STATUSES,
+    VERSION,
 )
-HANDLED_TYPES = frozenset({"COMMAND", "CANCEL", "QUERY", "ERROR"}) | SILENT_TYPES
+
+__all__ = [
+    "CAPABILITIES",
+    "COMMAND_TYPES",
+    "DEVICE_STATES",
+    "HANDLED_TYPES",
+    "MAX_DEPTH",
+    "MAX_TEXT",
+    "MAX_TIMEOUT_MS",
+    "OPERATION_TYPES",
+    "PRIORITIES",
+    "SILENT_TYPES",
+    "TERMINAL_STATUSES",
+    "VERSION",
+    "CommandRequest",
+    "Incoming",
+    "MessageFactory",
+    "encode",
+    "is_terminal",
+    "parse_command",
+    "parse_frame",
+    "utc_timestamp",
+]
 
 _REF_RE = re.compile(r'"requestRef"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
 
@@ -371,46 +384,3 @@ class MessageFactory:
     def telemetry(self, device_id: str, values: dict[str, Any]) -> dict[str, Any]:
         """Polled point values."""
         return self.envelope("telemetry", deviceId=device_id, values=values)
-
-
-def _clip(value: Any, limit: int) -> Any:
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + f"... ({len(value)} characters)"
-    if isinstance(value, dict):
-        return {k: _clip(v, limit) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clip(v, limit) for v in value[:64]]
-    return value
-
-
-def is_terminal(msg: dict[str, Any]) -> bool:
-    """Whether an outgoing message ends its requestRef (command_response or error)."""
-    return msg.get("type") in ("command_response", "error") and "requestRef" in msg
-
-
-def encode(msg: dict[str, Any]) -> str:
-    """Serialise an outgoing message compactly (no NaN: they are not JSON)."""
-    if any(k.startswith("_") for k in msg):
-        msg = {k: v for k, v in msg.items() if not k.startswith("_")}
-    try:
-        text = json.dumps(
-            msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-        )
-    except ValueError:  # NaN or infinity from a device: not JSON, sent as null
-        msg = _finite(msg)
-        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, default=str)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate echoed from Gateway input: escape it
-        text = json.dumps(msg, separators=(",", ":"), allow_nan=False, default=str)
-    return text
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

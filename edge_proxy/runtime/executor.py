@@ -1,0 +1,234 @@
+"""The executor: runs a command's plan on the devices' link queues, step by step.
+
+It knows nothing of the wire: it turns steps into link jobs, collects their results into a
+status, a result and an error, and reports progress through a callback. Timeouts and CANCEL
+never interrupt a transaction: :meth:`Executor.abort` marks the command's
+:class:`~edge_proxy.drivers.OperationContext` and drops its queued jobs, and a running job stops
+at its next checkpoint, so nothing reaches a device after its terminal message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_proxy.core.plan import Plan, Step
+from edge_proxy.drivers import Device, OperationContext
+from edge_proxy.errors import DeviceOffline, OperationAborted, error_body
+from edge_proxy.runtime.devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
+from edge_proxy.wire.messages import CommandRequest
+
+log = logging.getLogger(__name__)
+
+# (progress, stage, completed, total, deviceId) of a progress_update not yet sent
+ProgressUpdate = tuple[int, str, int, int, str | None]
+#: reports progress: (command, completed, total, stage, device id)
+Progress = Callable[["CommandState", int, int, str, "str | None"], None]
+#: receives the outcome: (command, status, result, error)
+Finish = Callable[["CommandState", str, Any, "dict[str, Any] | None"], None]
+
+
+@dataclass(eq=False)
+class CommandState:
+    """One accepted command, from ack to terminal message."""
+
+    request: CommandRequest
+    ctx: OperationContext
+    arrived: float
+    targets: list[str]
+    links: set[LinkRuntime]
+    aborted: asyncio.Event = field(default_factory=asyncio.Event)
+    jobs: set[Job] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    deadline_handle: asyncio.TimerHandle | None = None
+    duplicates: int = 0
+    finished: bool = False
+    progress_sent: int = -1
+    progress_last: float = 0.0
+    progress_pending: ProgressUpdate | None = None
+    progress_handle: asyncio.TimerHandle | None = None
+
+
+class Executor:
+    """Runs plans on the devices' links."""
+
+    def __init__(self, devices: dict[str, DeviceRuntime], progress: Progress) -> None:
+        self.devices = devices
+        self.progress = progress
+
+    def abort(self, cs: CommandState, reason: str) -> None:
+        """Stop a command: drop its queued jobs; a running job stops at its next checkpoint."""
+        if cs.finished:
+            return
+        cs.ctx.abort(reason)
+        cs.aborted.set()
+        for job in list(cs.jobs):
+            if job.device.link is not None:
+                job.device.link.discard(job)
+
+    async def _run_step(self, cs: CommandState, step: Step) -> Any:
+        cs.ctx.check()
+        if step.kind == "delay":
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(cs.aborted.wait(), step.delay)
+            cs.ctx.check()
+            return None
+        dev = self.devices[step.device_id]
+        if dev.link is None or dev.state == "disabled":
+            raise DeviceOffline(f"device {dev.id} is disabled")
+        level = PRIORITY_LEVELS[cs.request.priority]
+
+        async def op(adapter: Device) -> Any:
+            if step.kind == "read":
+                return {"values": await adapter.read(step.points)}
+            if step.kind == "write":
+                await adapter.write(step.values)
+                return {"values": dict(step.values)}
+            return {"values": await adapter.execute(step.command or "", step.params)}
+
+        job = dev.link.submit(dev, level, op, cs.ctx)
+        cs.jobs.add(job)
+        try:
+            return await job.future
+        finally:
+            cs.jobs.discard(job)
+
+    async def _run_steps(
+        self,
+        cs: CommandState,
+        steps: list[Step],
+        *,
+        report: bool,
+        results: list[dict[str, Any]] | None = None,
+    ) -> tuple[str, list[dict[str, Any]], dict[str, Any], BaseException | None]:
+        # ``results`` is filled in place so an aborted run still reports what finished
+        results = [] if results is None else results
+        values: dict[str, Any] = {}
+        status = "completed"
+        first_error: BaseException | None = None
+        for i, step in enumerate(steps):
+            entry: dict[str, Any] = {"index": i, "step": step.label, "deviceId": step.device_id}
+            try:
+                out = await self._run_step(cs, step)
+            except OperationAborted:
+                raise
+            except Exception as exc:
+                entry["status"] = "failed"
+                entry["error"] = error_body(exc)
+                results.append(entry)
+                first_error = first_error or exc
+                if not step.continue_on_error:
+                    return "failed", results, values, exc
+                status = "partial"
+            else:
+                entry["status"] = "completed"
+                if out is not None:
+                    entry["result"] = out
+                    values.update(out.get("values") or {})
+                results.append(entry)
+            if report:
+                self.progress(cs, i + 1, len(steps), step.label, step.device_id)
+        return status, results, values, first_error
+
+    async def run(self, cs: CommandState, plan: Plan, finish: Finish) -> None:
+        """Run a plan to its end; ``finish`` gets the terminal status, result and error."""
+        status = "failed"
+        result: Any = None
+        error: dict[str, Any] | None = None
+        steps_done: list[dict[str, Any]] = []
+        try:
+            if plan.batch is not None:
+                status, result = await self._run_batch(cs, plan.batch)
+                if status == "failed":
+                    error = self._batch_error(result)
+            else:
+                multi = len(plan.steps) > 1 or cs.request.command_type == "COMPLEX"
+                status, _, values, exc = await self._run_steps(
+                    cs, plan.steps, report=multi, results=steps_done
+                )
+                if multi:
+                    result = {"steps": steps_done, "values": values}
+                else:
+                    result = {"values": values} if status == "completed" else None
+                if status == "failed" and exc is not None:
+                    error = error_body(exc)
+        except OperationAborted:
+            status = "failed"
+        except Exception as exc:
+            log.exception("command crashed", extra={"request_ref": cs.request.request_ref})
+            status, error = "failed", {"code": "INTERNAL_ERROR", "message": str(exc)}
+        finally:
+            reason = cs.ctx.reason
+            # wait for any job still on a wire: its terminal must come after its last frame
+            for job in list(cs.jobs):
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(job.future)
+            if reason is not None:
+                status, error = self._aborted_status(reason)
+                if result is None and steps_done:
+                    result = {"steps": steps_done}
+            finish(cs, status, result, error)
+
+    @staticmethod
+    def _batch_error(result: dict[str, Any]) -> dict[str, Any]:
+        """The top-level error of a BATCH whose every target failed."""
+        failures = [r["error"] for r in result["results"].values() if "error" in r]
+        codes = sorted({f.get("code", "INTERNAL_ERROR") for f in failures})
+        first = failures[0] if failures else {"code": "INTERNAL_ERROR", "message": "no target ran"}
+        return {
+            "code": first["code"] if len(codes) <= 1 else codes[0],
+            "message": f"every target failed ({len(failures)}): {first.get('message', '')}",
+            "details": {"codes": codes},
+        }
+
+    @staticmethod
+    def _aborted_status(reason: str) -> tuple[str, dict[str, Any] | None]:
+        # the status says it all for timeout and cancelled; no error object
+        if reason == "timeout":
+            return "timeout", None
+        if reason == "cancelled":
+            return "cancelled", None
+        return "failed", {"code": "INTERNAL_ERROR", "message": reason}
+
+    async def _run_batch(
+        self, cs: CommandState, plans: dict[str, list[Step]]
+    ) -> tuple[str, dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        total = len(plans)
+        by_link: dict[object, list[str]] = {}
+        for dev_id in plans:
+            by_link.setdefault(self.devices[dev_id].link, []).append(dev_id)
+
+        async def run_target(dev_id: str) -> None:
+            steps = plans[dev_id]
+            try:
+                status, _, values, exc = await self._run_steps(cs, steps, report=False)
+            except OperationAborted:
+                return
+            entry: dict[str, Any] = {"status": status}
+            if status == "completed":
+                entry["result"] = {"values": values}
+            elif exc is not None:
+                entry["error"] = error_body(exc)
+            results[dev_id] = entry
+            self.progress(cs, len(results), total, f"{dev_id}: {status}", dev_id)
+
+        async def run_group(ids: list[str]) -> None:
+            # in order within a link: never more than one of our jobs in a link's queue
+            for dev_id in ids:
+                if cs.ctx.reason is not None:
+                    return
+                await run_target(dev_id)
+
+        await asyncio.gather(*(run_group(ids) for ids in by_link.values()))
+        ok = sum(1 for r in results.values() if r["status"] == "completed")
+        failed = len(results) - ok
+        summary = {"total": total, "succeeded": ok, "failed": failed}
+        if len(results) < total:
+            summary["notRun"] = total - len(results)
+        status = "completed" if ok == total else ("failed" if ok == 0 else "partial")
+        return status, {"summary": summary, "results": results}
