@@ -15,7 +15,7 @@ from edge_proxy.cli.simulate import Simulator, build_reply
 from edge_proxy.config import load_config
 from edge_proxy.drivers import registry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
 
 
@@ -116,8 +116,8 @@ async def test_simulate_command_serves_and_writes_a_config(tmp_path: Path) -> No
 async def test_development_gateway_runs_a_script_against_an_edge(tmp_path: Path) -> None:
     import socket
 
-    from conftest import base_tree, make_config
     from edge_proxy.ops.daemon import Daemon
+    from tests.builders import base_tree, make_config
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

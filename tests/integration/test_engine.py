@@ -21,13 +21,14 @@ from typing import Any, ClassVar, cast
 
 import pytest
 
-from conftest import Gateway, base_tree, command, is_terminal, make_config
 from edge_proxy.config import Config, DeviceConfig, LinkConfig, ProfileConfig, parse_duration
 from edge_proxy.drivers import Device, Driver, Link, checkpoint, current_operation, registry
 from edge_proxy.errors import DeviceException
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.runtime import engine as engine_module
 from edge_proxy.runtime.engine import CommandState
+from tests.builders import base_tree, command, is_terminal, make_config
+from tests.integration.support import Gateway
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 RECORDER_DRIVER = "engine-recorder"

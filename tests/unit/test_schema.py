@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from edge_proxy.config.schema import BUILTIN_DRIVERS, build_markdown, build_schema
-from test_config import BROKEN_CASES, BROKEN_DIR
+from tests.unit.test_config import BROKEN_CASES, BROKEN_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Broken files whose defect only the whole-file checks of `edge-proxy check` see: a JSON Schema
 # describes one value at a time. It cannot compare two parts of the file (ids, references,

@@ -32,9 +32,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import Gateway, command, is_terminal
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.wire import messages as protocol
+from tests.builders import command, is_terminal
+from tests.integration.support import Gateway
 
 MIN_FRAMES = 3000
 POOL_SIZE = 120

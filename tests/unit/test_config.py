@@ -33,7 +33,7 @@ from edge_proxy.config import (
 )
 from edge_proxy.drivers import registry
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = TESTS_DIR.parent
 BROKEN_DIR = TESTS_DIR / "configs" / "broken"
 EXAMPLE = REPO_DIR / "config.example.yaml"

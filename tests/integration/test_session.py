@@ -16,11 +16,12 @@ import trustme
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.ops.logsetup import setup_logging
 from edge_proxy.runtime.session import Outbox
+from tests.builders import base_tree, command, make_config
+from tests.integration.support import Gateway
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 

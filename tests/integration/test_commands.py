@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import Gateway, base_tree, command, is_terminal, make_config
 from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
+from tests.builders import base_tree, command, is_terminal, make_config
+from tests.integration.support import Gateway
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config, DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError, RequestError
 from edge_proxy.ops.daemon import Daemon
@@ -22,7 +21,9 @@ from edge_proxy_drivers.line import (
     LineTcpDriver,
     LineTcpLink,
 )
-from line_servers import LineTcpServer, PtyLineServer
+from tests.builders import base_tree, command, make_config
+from tests.integration.line_servers import LineTcpServer, PtyLineServer
+from tests.integration.support import Gateway
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 

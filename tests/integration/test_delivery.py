@@ -32,13 +32,14 @@ from typing import IO, Any, ClassVar
 import pytest
 import yaml
 
-from conftest import Gateway, base_tree, command, is_terminal, make_config
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
 from edge_proxy.drivers import Device, Driver, Link, checkpoint, current_operation, registry
 from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.runtime.engine import PROGRESS_INTERVAL, CommandState
 from edge_proxy_drivers.simulated import SimulatedDevice
+from tests.builders import base_tree, command, is_terminal, make_config
+from tests.integration.support import Gateway
 
 # ---------------------------------------------------------------- a flaky, recording test driver
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from conftest import PILLAR_PROFILE
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.drivers import registry
 from edge_proxy.testing import ContractSetup, DriverContract
 from edge_proxy_drivers.simulated import SimulatedDriver
-from line_servers import LineTcpServer, PtyLineServer
-from test_modbus import TRANSPORTS, serve
+from tests.builders import PILLAR_PROFILE
+from tests.integration.line_servers import LineTcpServer, PtyLineServer
+from tests.integration.test_modbus import TRANSPORTS, serve
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from conftest import Gateway, command
 from edge_proxy.ops.daemon import Daemon
+from tests.builders import command
+from tests.integration.support import Gateway
 
 
 async def test_read_roundtrip(gateway: Gateway, edge: Daemon) -> None:

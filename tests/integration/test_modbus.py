@@ -16,7 +16,6 @@ import pytest
 from pymodbus.framer import FramerAscii, FramerBase, FramerRTU, FramerType
 from pymodbus.pdu import DecodePDU
 
-from conftest import Gateway, base_tree, command, make_config
 from edge_proxy.config import Config, ConfigError, validate_tree
 from edge_proxy.drivers import OperationContext, registry, set_current_operation
 from edge_proxy.errors import (
@@ -28,7 +27,9 @@ from edge_proxy.errors import (
 )
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.modbus import ModbusDevice, ModbusLink
-from modbus_servers import UNDEFINED_ADDRESS, Frame, ModbusServer, SerialRelay
+from tests.builders import base_tree, command, make_config
+from tests.integration.modbus_servers import UNDEFINED_ADDRESS, Frame, ModbusServer, SerialRelay
+from tests.integration.support import Gateway
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import Gateway, base_tree, command, installed_package, make_config
 from edge_proxy.cli.probe import probe
 from edge_proxy.config import load_config_text
 from edge_proxy.drivers import registry
 from edge_proxy.ops.daemon import Daemon
+from tests.builders import base_tree, command, make_config
+from tests.integration.support import Gateway, installed_package
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "stx_driver"
 _YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.DOTALL)
 

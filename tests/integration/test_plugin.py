@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PILLAR_PROFILE, Gateway, base_tree, command, installed_package, make_config
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.drivers import Driver, DriverRegistry, registry
 from edge_proxy.errors import DriverError
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.testing import ContractSetup, DriverContract
+from tests.builders import PILLAR_PROFILE, base_tree, command, make_config
+from tests.integration.support import Gateway, installed_package
 
 PLUGIN = Path(__file__).parent / "plugins" / "echo_plugin"
 

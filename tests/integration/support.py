@@ -1,0 +1,131 @@
+"""Integration helpers: a real WebSocket Gateway on port 0 and a pip-installed package."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from tests.builders import is_terminal
+
+
+class Gateway:
+    """A minimal Subway Gateway for tests: records every frame, sends what the test asks."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.server: Server | None = None
+        self.conns: list[ServerConnection] = []
+        self.frames: list[dict[str, Any]] = []
+        self.frame_conn: list[int] = []  # which connection (1-based) each frame came on
+        self.close_codes: list[int | None] = []
+        self.raw: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.connections = 0
+        self._cond = asyncio.Condition()
+        self.on_connect: Callable[[ServerConnection], Any] | None = None
+
+    @property
+    def url(self) -> str:
+        """ws:// address of the running server."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self, **kwargs: Any) -> None:
+        """Listen (on the previous port after a stop, so the edge can come back)."""
+        self.server = await serve(self._handler, "127.0.0.1", self.port, **kwargs)
+        self.port = next(iter(self.server.sockets)).getsockname()[1]
+
+    async def stop(self) -> None:
+        """Kill the server and every connection."""
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        self.conns.clear()
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        number = self.connections
+        self.conns.append(ws)
+        assert ws.request is not None
+        self.headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
+        if self.on_connect is not None:
+            await self.on_connect(ws)
+        try:
+            async for frame in ws:
+                assert isinstance(frame, str)
+                async with self._cond:
+                    self.raw.append(frame)
+                    self.frames.append(json.loads(frame))
+                    self.frame_conn.append(number)
+                    self._cond.notify_all()
+        except ConnectionClosed:
+            pass
+        async with self._cond:
+            self.close_codes.append(ws.close_code)
+            self._cond.notify_all()
+
+    async def wait(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, count: int = 1
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` received frames match ``pred``; return them."""
+
+        def found() -> list[dict[str, Any]]:
+            return [f for f in self.frames if pred(f)]
+
+        async with self._cond:
+            await asyncio.wait_for(self._cond.wait_for(lambda: len(found()) >= count), timeout)
+        return found()
+
+    async def send(self, msg: dict[str, Any] | str) -> None:
+        """Send to the newest connection."""
+        text = msg if isinstance(msg, str) else json.dumps(msg)
+        await self.conns[-1].send(text)
+
+    async def terminal(self, ref: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait for the terminal message of ``ref``."""
+        found = await self.wait(lambda f: f.get("requestRef") == ref and is_terminal(f), timeout)
+        return found[0]
+
+    def of(self, ref: str) -> list[dict[str, Any]]:
+        """Every frame about ``ref``."""
+        return [f for f in self.frames if f.get("requestRef") == ref]
+
+
+@contextlib.contextmanager
+def installed_package(source: Path, target: Path, module_prefix: str) -> Iterator[Path]:
+    """pip-install a package into ``target`` and put it on sys.path, as a user's site would be.
+
+    ``--no-build-isolation`` keeps it offline (setuptools and wheel come with the dev extras).
+    """
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        for name in [m for m in sys.modules if m.startswith(module_prefix)]:
+            del sys.modules[name]
