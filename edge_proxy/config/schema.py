@@ -15,8 +15,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from edge_proxy.config import Config
+from edge_proxy.config.model import Config
 
+#: The drivers shipped with edge-proxy, the default ``driver`` enum of the schema.
 BUILTIN_DRIVERS = (
     "line-serial",
     "line-tcp",
@@ -41,7 +42,7 @@ CROSS_CHECKS_ONLY = (
     "${VAR} without a default names a set environment variable",
 )
 
-# Examples for keys whose default does not show a typical value.
+#: Examples for keys whose default does not show a typical value, by dotted path.
 EXAMPLES: dict[str, Any] = {
     "edge.id": "edge-001",
     "edge.name": "Station 12 north hall",

@@ -1,0 +1,170 @@
+"""Cross-references between sections, checked once every section has its own shape right.
+
+Unique device ids, known profiles, links and drivers, points that commands and polls use,
+and Modbus units that clash on one physical bus. Every problem is one line ``path: problem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from edge_proxy.config.devices import DeviceConfig
+from edge_proxy.config.links import LinkConfig
+from edge_proxy.config.model import Config
+from edge_proxy.config.profiles import ProfileConfig
+
+#: A driver's check of its own link keys: (driver name, link) -> error suffixes ``.key: problem``.
+DriverChecker = Callable[[str, LinkConfig], list[str]]
+#: A driver's check of a profile it is to serve: (driver name, profile) -> error suffixes.
+ProfileChecker = Callable[[str, ProfileConfig], list[str]]
+
+
+def raw_references(tree: dict[Any, Any]) -> list[str]:
+    """Name references of a tree that failed validation: ids, profiles, links."""
+    errors: list[str] = []
+    devices = tree.get("devices")
+    raw_profiles, raw_links = tree.get("profiles"), tree.get("links")
+    profiles: dict[Any, Any] = raw_profiles if isinstance(raw_profiles, dict) else {}
+    links: dict[Any, Any] = raw_links if isinstance(raw_links, dict) else {}
+    if not isinstance(devices, list):
+        return errors
+    seen: dict[object, int] = {}
+    for i, dev in enumerate(devices):
+        if not isinstance(dev, dict):
+            continue
+        at = f"devices[{i}]"
+        dev_id = dev.get("id")
+        if isinstance(dev_id, str):
+            if dev_id in seen:
+                errors.append(f"{at}.id: {dev_id!r} is already used by devices[{seen[dev_id]}]")
+            seen.setdefault(dev_id, i)
+        profile = dev.get("profile")
+        if isinstance(profile, str) and profile not in profiles:
+            known = ", ".join(sorted(map(str, profiles))) or "none defined"
+            errors.append(f"{at}.profile: unknown profile {profile!r} (known: {known})")
+        link = dev.get("link")
+        if isinstance(link, str) and link not in links:
+            known = ", ".join(sorted(map(str, links))) or "none defined"
+            errors.append(f"{at}.link: unknown link {link!r} (known: {known})")
+    return errors
+
+
+def _link_identity(config: Config, device: DeviceConfig) -> tuple[object, ...]:
+    """What makes two devices share a connection (as Driver.share_key decides it)."""
+    link = config.link_of(device)
+    if isinstance(link.port, str):
+        return ("serial", link.port)
+    if link.host:
+        return (link.driver, link.host, link.port)
+    return ("named", config.link_name_of(device))
+
+
+def cross_check(
+    config: Config,
+    check_link: DriverChecker | None = None,
+    check_profile: ProfileChecker | None = None,
+) -> list[str]:
+    """Check references between sections; return one line per problem."""
+    errors: list[str] = []
+    profile_checked: set[tuple[str, str]] = set()
+    for pname, profile in config.profiles.items():
+        errors += _check_profile(f"profiles.{pname}", profile, config.commands.max_steps)
+
+    seen_ids: dict[str, int] = {}
+    units: dict[tuple[object, ...], dict[int, str]] = {}
+    port_drivers: dict[str, str] = {}
+    for i, dev in enumerate(config.devices):
+        at = f"devices[{i}]"
+        if dev.id in seen_ids:
+            errors.append(f"{at}.id: {dev.id!r} is already used by devices[{seen_ids[dev.id]}]")
+        else:
+            seen_ids[dev.id] = i
+        if dev.profile not in config.profiles:
+            known = ", ".join(sorted(config.profiles)) or "none defined"
+            errors.append(f"{at}.profile: unknown profile {dev.profile!r} (known: {known})")
+        if isinstance(dev.link, str) and dev.link not in config.links:
+            known = ", ".join(sorted(config.links)) or "none defined"
+            errors.append(f"{at}.link: unknown link {dev.link!r} (known: {known})")
+            continue
+        link = config.link_of(dev)
+        if isinstance(link.port, str) and dev.enabled:
+            # one serial port is one connection: two protocols cannot share it
+            other = port_drivers.setdefault(link.port, link.driver)
+            if other != link.driver:
+                errors.append(
+                    f"{at}.link: port {link.port} is already used by driver {other!r} "
+                    f"(a serial port carries one protocol; got {link.driver!r})"
+                )
+        if isinstance(dev.link, LinkConfig) and check_link is not None:
+            errors += [f"{at}.link{m}" for m in check_link(link.driver, link)]
+        pair = (link.driver, dev.profile)
+        if (
+            check_profile is not None
+            and dev.enabled
+            and dev.profile in config.profiles
+            and pair not in profile_checked
+        ):
+            profile_checked.add(pair)
+            errors += [
+                f"profiles.{dev.profile}{m} (for driver {link.driver!r}, used by {at})"
+                for m in check_profile(link.driver, config.profiles[dev.profile])
+            ]
+        if dev.enabled:
+            unit = 1 if dev.unit is None else dev.unit
+            by_unit = units.setdefault(_link_identity(config, dev), {})
+            if unit in by_unit and link.driver.startswith("modbus"):
+                errors.append(
+                    f"{at}.unit: unit {unit} is already used on this link by {by_unit[unit]!r}"
+                )
+            by_unit.setdefault(unit, dev.id)
+    if check_link is not None:
+        for name, link in config.links.items():
+            errors += [f"links.{name}{m}" for m in check_link(link.driver, link)]
+    return errors
+
+
+def _check_points_used(
+    at: str, names: Iterable[str], profile: ProfileConfig, *, write: bool
+) -> list[str]:
+    errors = []
+    for name in names:
+        point = profile.points.get(name)
+        if point is None:
+            errors.append(f"{at}: point {name!r} is not declared in the profile's points")
+        elif write and not point.writable:
+            errors.append(f"{at}: point {name!r} is not writable (access: {point.access})")
+        elif not write and not point.readable:
+            errors.append(f"{at}: point {name!r} is write-only (access: {point.access})")
+    return errors
+
+
+def _check_profile(at: str, profile: ProfileConfig, max_steps: int) -> list[str]:
+    errors: list[str] = []
+    for cname, cmd in profile.commands.items():
+        cat = f"{at}.commands.{cname}"
+        for pname in cmd.bound_params() - set(cmd.params):
+            errors.append(f"{cat}: refers to parameter {{{pname}}} that params does not declare")
+        if cmd.write is not None:
+            errors += _check_points_used(f"{cat}.write", cmd.write, profile, write=True)
+        if cmd.read is not None:
+            errors += _check_points_used(f"{cat}.read", cmd.read, profile, write=False)
+        if cmd.request is not None and profile.line is None:
+            errors.append(f"{cat}.request: the profile needs a line: section for requests")
+        if cmd.steps is not None and len(cmd.steps) > max_steps:
+            errors.append(f"{cat}.steps: {len(cmd.steps)} steps is above max_steps {max_steps}")
+        for j, step in enumerate(cmd.steps or ()):
+            sat = f"{cat}.steps[{j}]"
+            if step.write is not None:
+                errors += _check_points_used(f"{sat}.write", step.write, profile, write=True)
+            if step.read is not None:
+                errors += _check_points_used(f"{sat}.read", step.read, profile, write=False)
+            if step.command is not None:
+                target = profile.commands.get(step.command)
+                if target is None:
+                    errors.append(f"{sat}.command: unknown command {step.command!r}")
+                elif target.steps is not None:
+                    errors.append(f"{sat}.command: {step.command!r} has steps itself (no nesting)")
+    if profile.poll is not None:
+        errors += _check_points_used(f"{at}.poll.points", profile.poll.points, profile, write=False)
+    return errors

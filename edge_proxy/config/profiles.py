@@ -1,0 +1,384 @@
+"""The ``profiles:`` section: what a kind of device can do (points, commands, polls).
+
+Also :func:`check_param`, the one check of a command parameter against its declaration,
+shared by the config (a parameter's ``default``) and the planner (a COMMAND's values).
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
+
+from edge_proxy.config.values import Duration, Size, _Model
+from edge_proxy.errors import EdgeProxyError, RequestError
+
+_TABLE_ALIASES = {
+    "coil": "coil",
+    "coils": "coil",
+    "discrete_input": "discrete_input",
+    "discrete_inputs": "discrete_input",
+    "di": "discrete_input",
+    "input": "input",
+    "ir": "input",
+    "input_register": "input",
+    "input_registers": "input",
+    "holding": "holding",
+    "hr": "holding",
+    "holding_register": "holding",
+    "holding_registers": "holding",
+}
+#: The value types a point can hold.
+PointType = Literal[
+    "bool",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "string",
+]
+
+
+_REGISTER_TABLES: list[JsonValue] = [
+    k for k, v in _TABLE_ALIASES.items() if v in ("input", "holding")
+]
+_READ_ONLY_TABLES: list[JsonValue] = [
+    k for k, v in _TABLE_ALIASES.items() if v in ("input", "discrete_input")
+]
+
+
+class PointConfig(_Model):
+    """A typed value on a device (a Modbus register, bits, or a simulated value)."""
+
+    # the rules of _coherent that one point's own keys can express, for editors
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"type": {"const": "string"}}, "required": ["type"]},
+                    "then": {"required": ["length"]},
+                },
+                {
+                    "if": {
+                        "properties": {
+                            "type": {"const": "bool"},
+                            "table": {"enum": _REGISTER_TABLES},
+                        },
+                        "required": ["type", "table"],
+                    },
+                    "then": {"required": ["bit"]},
+                },
+                {
+                    "if": {
+                        "properties": {"table": {"enum": _READ_ONLY_TABLES}},
+                        "required": ["table"],
+                    },
+                    "then": {"properties": {"access": {"const": "r"}}},
+                },
+            ]
+        }
+    )
+
+    table: Annotated[
+        Literal["coil", "discrete_input", "input", "holding"],
+        WithJsonSchema({"enum": sorted(_TABLE_ALIASES)}),
+    ] = Field("holding", description="coil, discrete_input, input or holding (aliases accepted).")
+    address: int = Field(0, ge=0, le=65535, description="0-based register or bit address.")
+    type: PointType = Field(
+        "uint16", description="Value type; uint16 for registers, bool for bits."
+    )
+    length: int | None = Field(None, ge=1, le=123, description="String length in registers.")
+    byte_order: Literal["big", "little"] = Field(
+        "big", description="Byte order inside each 16-bit register."
+    )
+    word_order: Literal["big", "little"] = Field(
+        "big", description="Register order of multi-register values (big: high word first)."
+    )
+    bit: int | None = Field(None, ge=0, le=15, description="One bit of a register, as bool.")
+    scale: float | None = Field(None, description="engineering = raw * scale + offset.")
+    offset: float | None = Field(None, description="Added after scaling.")
+    access: Literal["r", "rw", "w"] = Field(
+        "r", description="r (read only), rw, or w (write only)."
+    )
+    min: float | None = Field(None, description="Lowest value a write may set.")
+    max: float | None = Field(None, description="Highest value a write may set.")
+    unit: str | None = Field(None, description="Engineering unit, reported in QUERY.")
+    description: str | None = Field(None, description="Free text, reported in QUERY.")
+
+    @field_validator("table", mode="before")
+    @classmethod
+    def _table_alias(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip().lower() in _TABLE_ALIASES:
+            return _TABLE_ALIASES[v.strip().lower()]
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_type(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("type") is None:
+            table = _TABLE_ALIASES.get(str(data.get("table", "holding")).lower(), "holding")
+            bitwise = table in ("coil", "discrete_input") or data.get("bit") is not None
+            data = {**data, "type": "bool" if bitwise else "uint16"}
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PointConfig:
+        bit_table = self.table in ("coil", "discrete_input")
+        if bit_table and self.type != "bool":
+            raise ValueError(f"a {self.table} point holds a bool, not {self.type}")
+        if bit_table and self.bit is not None:
+            raise ValueError("bit applies to register tables only")
+        if self.bit is not None and self.type != "bool":
+            raise ValueError(f"a point with bit is a bool, not {self.type}")
+        if not bit_table and self.bit is None and self.type == "bool":
+            raise ValueError("a bool in a register table needs bit: 0-15")
+        if self.type == "string" and self.length is None:
+            raise ValueError("a string point needs length (in registers)")
+        if self.type != "string" and self.length is not None:
+            raise ValueError("length applies to string points only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.scale == 0:
+            raise ValueError("scale cannot be 0")
+        if self.table in ("input", "discrete_input") and self.access != "r":
+            article = "an" if self.table == "input" else "a"
+            raise ValueError(f"{article} {self.table} point is read-only; access must be r")
+        width = {"int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4, "float64": 4}
+        span = self.length if self.type == "string" else width.get(self.type, 1)
+        if self.address + (span or 1) - 1 > 65535:
+            raise ValueError(
+                f"the point runs past address 65535 ({span} registers from {self.address})"
+            )
+        for name in ("scale", "offset", "min", "max"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+        return self
+
+    @property
+    def readable(self) -> bool:
+        """Whether reads are allowed."""
+        return "r" in self.access
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes are allowed."""
+        return "w" in self.access
+
+
+#: The types a command parameter can declare.
+ParamType = Literal["int", "float", "number", "bool", "string"]
+
+
+def param_error(message: str, fieldname: str) -> RequestError:
+    """An INVALID_PARAMETERS error naming the offending field."""
+    return RequestError("INVALID_PARAMETERS", message, {"field": fieldname})
+
+
+def check_param(name: str, spec: ParamConfig, value: Any, where: str) -> Any:
+    """Check one parameter against its declaration; return the value to use."""
+    at = f"{where}.{name}"
+    kind = spec.type
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise param_error(f"{name}: expected true or false, got {value!r}", at)
+    elif kind == "string":
+        if not isinstance(value, str):
+            raise param_error(f"{name}: expected a string, got {value!r}", at)
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise param_error(f"{name}: expected a number, got {value!r}", at)
+        if not math.isfinite(value):
+            raise param_error(f"{name}: {value!r} is not a finite number", at)
+        if kind == "int" and isinstance(value, float):
+            if not value.is_integer():
+                raise param_error(f"{name}: expected an integer, got {value!r}", at)
+            value = int(value)
+        if spec.min is not None and value < spec.min:
+            raise param_error(f"{name}: {value!r} is below the minimum {spec.min:g}", at)
+        if spec.max is not None and value > spec.max:
+            raise param_error(f"{name}: {value!r} is above the maximum {spec.max:g}", at)
+    if spec.choices is not None and value not in spec.choices:
+        raise param_error(f"{name}: {value!r} is not one of {spec.choices!r}", at)
+    return value
+
+
+class ParamConfig(_Model):
+    """One declared parameter of a profile command."""
+
+    type: ParamType = Field("number", description="int, float, number, bool or string.")
+    min: float | None = Field(None, description="Lowest accepted value.")
+    max: float | None = Field(None, description="Highest accepted value.")
+    required: bool = Field(False, description="A command without it is refused.")
+    default: Any = Field(None, description="Used when the command does not give it.")
+    choices: list[Any] | None = Field(None, description="The only values accepted.")
+    description: str | None = Field(None, description="Free text.")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_alias(cls, v: object) -> object:
+        aliases = {"integer": "int", "str": "string", "boolean": "bool", "double": "float"}
+        return aliases.get(v, v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _range(self) -> ParamConfig:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.default is not None:
+            try:
+                check_param("default", self, self.default, "default")
+            except EdgeProxyError as exc:
+                raise ValueError(f"default {exc.message.removeprefix('default: ')}") from None
+        return self
+
+
+class StepConfig(_Model):
+    """One step of a named multi-step command: exactly one of write, read, delay, command."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": [k]} for k in ("write", "read", "delay", "command")]
+        }
+    )
+
+    write: dict[str, Any] | None = Field(
+        None, description="Points to write; values may bind {params}."
+    )
+    read: list[str] | None = Field(None, description="Points to read.")
+    delay: Duration | None = Field(None, description="A pause.")
+    command: str | None = Field(None, description="Run another command of the same profile.")
+    continue_on_error: bool = Field(
+        False, alias="continueOnError", description="Go on with the next step if this one fails."
+    )
+
+    @model_validator(mode="after")
+    def _one_action(self) -> StepConfig:
+        if self.write is not None and not self.write:
+            raise ValueError("write is empty")
+        if self.read is not None and not self.read:
+            raise ValueError("read is empty")
+        given = [k for k in ("write", "read", "delay", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a step needs exactly one of write, read, delay, command"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class CommandConfig(_Model):
+    """A profile command: point writes/reads, steps, or a line-protocol request."""
+
+    description: str | None = Field(None, description="Free text, reported in QUERY.")
+    params: dict[str, ParamConfig] = Field({}, description="Declared parameters.")
+    write: dict[str, Any] | None = Field(
+        None, description="Points to write; values may bind {params}."
+    )
+    read: list[str] | None = Field(None, description="Points to read (after the write, if both).")
+    steps: list[StepConfig] | None = Field(None, description="A named multi-step command.")
+    request: str | None = Field(None, description="Line protocol request template.")
+    expect: str | None = Field(None, description="Regular expression the reply must match.")
+    timeout: Duration | None = Field(None, description="Per-command reply timeout override.")
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @field_validator("request")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                list(string.Formatter().parse(v))
+            except ValueError as exc:
+                raise ValueError(f"not a valid request template: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _has_action(self) -> CommandConfig:
+        if self.write is not None and not self.write:
+            raise ValueError("write is empty")
+        if self.read is not None and not self.read:
+            raise ValueError("read is empty")
+        if self.steps is not None and not self.steps:
+            raise ValueError("steps is empty")
+        if self.steps is not None and (self.write or self.read or self.request):
+            raise ValueError("steps cannot be combined with write, read or request")
+        if self.request is not None and (self.write or self.read):
+            raise ValueError("request cannot be combined with write or read")
+        if self.expect is not None and self.request is None:
+            raise ValueError("expect needs request")
+        if self.write is None and self.read is None and self.steps is None and not self.request:
+            raise ValueError("a command needs write, read, steps or request")
+        return self
+
+    def bound_params(self) -> set[str]:
+        """Names of parameters the command's templates refer to."""
+        names: set[str] = set()
+        for value in (self.write or {}).values():
+            names |= _template_names(value)
+        for step in self.steps or ():
+            for value in (step.write or {}).values():
+                names |= _template_names(value)
+        if self.request:
+            names |= _template_names(self.request)
+        return names
+
+
+def _template_names(value: object) -> set[str]:
+    if not isinstance(value, str):
+        return set()
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError:
+        return set()
+    # "{}" or "{0}" can never be filled from named parameters: report it as an unknown name
+    return {f.split(".")[0].split("[")[0] or "{}" for f in fields}
+
+
+class LineConfig(_Model):
+    """Framing of a text line protocol."""
+
+    terminator: str = Field("\r\n", min_length=1, description="End of every line, both ways.")
+    encoding: str = Field("ascii", description="Text encoding of the lines.")
+    max_line: Size = Field(4096, ge=16, description="Longest reply line accepted.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
+
+
+class PollConfig(_Model):
+    """Periodic reads sent to the Gateway as telemetry."""
+
+    interval: Duration = Field(gt=0, description="How often the points are read.")
+    points: list[str] = Field(min_length=1, description="Points sent as telemetry.")
+
+
+class ProfileConfig(_Model):
+    """What a kind of device can do."""
+
+    description: str | None = Field(None, description="Free text.")
+    points: dict[str, PointConfig] = Field({}, description="Typed values of the device, by name.")
+    commands: dict[str, CommandConfig] = Field({}, description="Commands, by commandCode.")
+    line: LineConfig | None = Field(None, description="Framing, for text line protocols.")
+    poll: PollConfig | None = Field(None, description="Periodic telemetry reads.")
