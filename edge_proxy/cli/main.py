@@ -48,7 +48,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 def _print_errors(path: str, exc: ConfigError) -> None:
     print(f"{path}: {len(exc.errors)} configuration error(s):", file=sys.stderr)
-    for line in exc.errors:
+    for line in exc.located:
         print(f"  {line}", file=sys.stderr)
 
 
@@ -105,7 +105,7 @@ async def reload_daemon(daemon: Any, path: str) -> bool:
     try:
         new = _load(path)
     except ConfigError as exc:
-        for line in exc.errors:
+        for line in exc.located:
             log.error("reload rejected: %s", line)
         log.error(
             "reload rejected (%d error(s)); the running configuration is kept", len(exc.errors)
@@ -230,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Serve the config's Modbus and line devices as real servers on this machine."""
+    """Serve the config's devices through their drivers' simulators on this machine."""
     from edge_proxy.cli.simulate import Simulator
 
     config = _load_or_report(args.config)
@@ -239,10 +239,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _setup_logging(args, config)
 
     async def main() -> int:
-        sim = Simulator(config, args.host, args.base_port)
+        sim = Simulator(config, args.host, args.base_port, relocate=args.relocate)
         await sim.start()
         if not sim.served:
-            print("no enabled Modbus or line device to simulate", file=sys.stderr)
+            print("no enabled device has a simulator to serve it", file=sys.stderr)
             return 1
         print(_table(sim.table(), ("device", "configured", "served as", "address")), flush=True)
         if args.write_config:
@@ -429,11 +429,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_gw.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
     p_gw.set_defaults(func=cmd_gateway)
 
-    p_sim = sub.add_parser("simulate", help="serve the config's devices as local servers")
+    p_sim = sub.add_parser(
+        "simulate", help="serve the config's devices on their own addresses on this machine"
+    )
     p_sim.add_argument("--config", "-c", required=True)
-    p_sim.add_argument("--host", default="127.0.0.1")
     p_sim.add_argument(
-        "--base-port", type=int, default=0, help="first TCP port (default: any free port)"
+        "--host", default="127.0.0.1", help="where devices not served on their own address listen"
+    )
+    p_sim.add_argument(
+        "--base-port",
+        type=int,
+        default=0,
+        help="first TCP port for those devices (default: any free port)",
+    )
+    p_sim.add_argument(
+        "--relocate",
+        action="store_true",
+        help="serve every device on a free port or a new pty, not on its configured address",
     )
     p_sim.add_argument(
         "--write-config",
