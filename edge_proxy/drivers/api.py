@@ -1,7 +1,7 @@
-"""The driver API that plugin authors implement, and the entry-point registry that finds drivers.
+"""The driver API that plugin authors implement: Link, Device, Driver, and the operation context.
 
 A driver is a :class:`Driver` subclass registered under the entry-point group
-``edge_proxy.drivers``. It names two classes:
+``edge_proxy.drivers`` (see :mod:`edge_proxy.drivers.registry`). It names two classes:
 
 * a :class:`Link`, which owns one physical connection (a serial port, a TCP socket) and is
   shared by every device configured on it; the core guarantees that only one operation runs
@@ -11,22 +11,24 @@ A driver is a :class:`Driver` subclass registered under the entry-point group
 Drivers raise the exceptions of :mod:`edge_proxy.errors` (``DeviceTimeout``, ``DeviceException``,
 ``LinkIOError``...) and call :func:`checkpoint` before each wire transaction, so a cancelled or
 expired command stops between two transactions and never in the middle of one.
+
+A driver may also offer a simulator of its devices (:meth:`Driver.simulator`, see
+:mod:`edge_proxy.drivers.simulation`), which ``edge-proxy simulate`` and ``edge-proxy demo`` run.
 """
 
 from __future__ import annotations
 
 import contextvars
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
-from importlib import metadata
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
-from edge_proxy.errors import DeviceException, DriverError, OperationAborted
+from edge_proxy.errors import DeviceException, OperationAborted
 
-ENTRY_POINT_GROUP = "edge_proxy.drivers"
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from edge_proxy.drivers.simulation import DeviceSimulator
+
 
 
 class OperationContext:
@@ -178,62 +180,13 @@ class Driver:
             return (link.driver, link.host, link.port)
         return ("link", link_name)
 
-
-class DriverRegistry:
-    """Finds drivers by name through entry points, importing each only when it is used."""
-
-    def __init__(self) -> None:
-        self._loaded: dict[str, type[Driver]] = {}
-        self._extra: dict[str, type[Driver]] = {}
-
-    def register(self, name: str, driver: type[Driver]) -> None:
-        """Register a driver class directly (tests, embedding)."""
-        self._extra[name] = driver
-
-    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
-        return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-    def names(self) -> list[str]:
-        """Names of every installed driver."""
-        return sorted(set(self._entry_points()) | set(self._extra))
-
-    def get(self, name: str) -> type[Driver]:
-        """The driver class called ``name``; DriverError if it is missing or broken."""
-        if name in self._extra:
-            return self._extra[name]
-        if name in self._loaded:
-            return self._loaded[name]
-        eps = self._entry_points()
-        ep = eps.get(name)
-        if ep is None:
-            known = ", ".join(sorted(set(eps) | set(self._extra))) or "none"
-            raise DriverError(f"no driver named {name!r} is installed (installed: {known})")
-        try:
-            obj = ep.load()
-        except Exception as exc:
-            raise DriverError(
-                f"driver {name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not (isinstance(obj, type) and issubclass(obj, Driver)):
-            raise DriverError(f"driver {name!r} ({ep.value}) is not an edge_proxy Driver class")
-        self._loaded[name] = obj
-        return obj
-
-    def check_link(self, driver: str, link: LinkConfig) -> list[str]:
-        """Config checker: the driver exists, loads, and accepts the link mapping."""
-        try:
-            cls = self.get(driver)
-        except DriverError as exc:
-            return [f".driver: {exc}"]
-        return cls.check_link(link)
-
-    def check_profile(self, driver: str, profile: ProfileConfig) -> list[str]:
-        """Config checker: the driver accepts the profile (a missing driver is check_link's)."""
-        try:
-            cls = self.get(driver)
-        except DriverError:
-            return []
-        return cls.check_profile(profile)
-
-
-registry = DriverRegistry()
+    @classmethod
+    def simulator(
+        cls,
+        link_name: str,
+        link: LinkConfig,
+        devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
+    ) -> DeviceSimulator | None:
+        """A simulator serving ``devices`` (all on one shared link) as this driver reaches them,
+        or None when the driver offers none (the default)."""
+        return None
