@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from edge_proxy.drivers.simulation import DeviceSimulator
 
 
-
 class OperationContext:
     """The command a driver is working for: lets the core stop it between transactions."""
 
