@@ -29,10 +29,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_proxy.cli.simulate import modbus_device
 from edge_proxy.config import validate_tree
 from edge_proxy.drivers import registry
 from edge_proxy.ops.daemon import Daemon
+from edge_proxy_drivers.modbus.simulator import modbus_device
 
 PROFILE: dict[str, Any] = {
     "points": {"brightness": {"table": "holding", "address": 101, "access": "rw", "max": 100}},

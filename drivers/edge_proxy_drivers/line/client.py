@@ -1,4 +1,4 @@
-"""The ``line-tcp`` and ``line-serial`` drivers: text request/reply protocols, one line each way.
+"""The ``line-tcp`` and ``line-serial`` links: text request/reply protocols, one line each way.
 
 A profile with a ``line:`` section (terminator, encoding, ``max_line``) and commands with a
 ``request`` template and an optional ``expect`` regular expression is run as one transaction
@@ -32,31 +32,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import termios
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
 
 import serial_asyncio
 
-from edge_proxy.config import (
-    CommandConfig,
-    DeviceConfig,
-    LineConfig,
-    LinkConfig,
-    ProfileConfig,
-    parse_duration,
-)
-from edge_proxy.drivers import Device, Driver, Link, checkpoint
-from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError, RequestError
+from edge_proxy.config import LinkConfig, parse_duration
+from edge_proxy.drivers import Link, checkpoint
+from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError
 
 log = logging.getLogger(__name__)
 
-_INT_RE = re.compile(r"[+-]?\d+")
-_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
-_DEFAULT_LINE = LineConfig()
 #: How long close() waits for buffered output to flush before dropping the connection.
 _CLOSE_FLUSH = 1.0
 
@@ -326,143 +313,3 @@ class LineSerialLink(LineLink):
         # connection_made comes a loop turn later; the first write may not wait for it.
         protocol.transport = transport
         return transport, protocol
-
-
-def _number(text: str | None) -> Any:
-    if text is None:
-        return None
-    stripped = text.strip()
-    if _INT_RE.fullmatch(stripped):
-        return int(stripped)
-    if _FLOAT_RE.fullmatch(stripped):
-        return float(stripped)
-    return text
-
-
-class LineDevice(Device):
-    """A device that talks one text line per request and per reply."""
-
-    link: LineLink
-
-    def __init__(self, link: Link, config: DeviceConfig, profile: ProfileConfig) -> None:
-        super().__init__(link, config, profile)
-        self.line = profile.line or _DEFAULT_LINE
-        self._terminator = self.line.terminator.encode(self.line.encoding)
-        self._patterns: dict[str, re.Pattern[str]] = {
-            name: re.compile(cmd.expect)
-            for name, cmd in profile.commands.items()
-            if cmd.expect is not None
-        }
-
-    def _render(self, name: str, cmd: CommandConfig, params: Mapping[str, Any]) -> bytes:
-        assert cmd.request is not None
-        try:
-            text = cmd.request.format(**params)
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise RequestError(
-                "INVALID_PARAMETERS", f"{name}: cannot fill request {cmd.request!r}: {exc}"
-            ) from None
-        if self.line.terminator in text:
-            # A parameter carrying the terminator would send a second, unchecked request.
-            raise RequestError(
-                "INVALID_PARAMETERS", f"{name}: a parameter contains the line terminator"
-            )
-        try:
-            return text.encode(self.line.encoding)
-        except UnicodeEncodeError as exc:
-            raise RequestError(
-                "INVALID_PARAMETERS", f"{name}: request {text!r} is not {self.line.encoding}"
-            ) from exc
-
-    async def execute(self, command: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Send the command's request line and return the reply's values."""
-        cmd = self.profile.commands.get(command)
-        if cmd is None or cmd.request is None:
-            raise DeviceException(f"profile {self.config.profile!r} has no request {command!r}")
-        request = self._render(command, cmd, params)
-        checkpoint()
-        raw = await self.link.transact(
-            request,
-            self._terminator,
-            timeout=cmd.timeout or self.link.config.timeout,
-            max_line=self.line.max_line,
-            device_id=self.config.id,
-        )
-        try:
-            reply = raw.decode(self.line.encoding)
-        except UnicodeDecodeError:
-            reply = raw.decode(self.line.encoding, errors="replace")
-            raise DeviceException(
-                f"device {self.config.id}: {command} reply is not {self.line.encoding} text",
-                details={"reply": reply},
-            ) from None
-        pattern = self._patterns.get(command)
-        if pattern is None:
-            return {"reply": reply}
-        match = pattern.fullmatch(reply)
-        if match is None:
-            raise DeviceException(
-                f"device {self.config.id}: {command} reply {reply!r} does not match "
-                f"{pattern.pattern!r}",
-                details={"reply": reply},
-            )
-        groups = match.groupdict()
-        if not groups:  # nothing to extract: the reply itself is the result
-            return {"reply": reply}
-        return {key: _number(value) for key, value in groups.items()}
-
-    async def read(self, points: Sequence[str]) -> dict[str, Any]:
-        """Line devices have no points."""
-        raise DeviceException("line devices have no points")
-
-    async def write(self, values: Mapping[str, Any]) -> None:
-        """Line devices have no points."""
-        raise DeviceException("line devices have no points")
-
-    async def health(self) -> None:
-        """Run the profile's ``health`` command if it has one, else make sure the link is up."""
-        cmd = self.profile.commands.get("health")
-        if cmd is not None and cmd.request is not None:
-            await self.execute("health", {})
-        elif not self.link.is_open:
-            await self.link.open()
-
-
-def _check_line_keys(link: LinkConfig) -> list[str]:
-    errors = []
-    if "late_reply_grace" in link.extra_keys:
-        value = link.extra_keys["late_reply_grace"]
-        try:
-            parse_duration(value)
-        except ValueError as exc:
-            errors.append(f".late_reply_grace: {exc} (got {value!r})")
-    return errors
-
-
-class _LineDriver(Driver):
-    """What both line drivers share: the device adapter and the ``late_reply_grace`` key."""
-
-    device_class: ClassVar[type[Device]] = LineDevice
-    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
-    needs_port: ClassVar[bool] = True
-
-    @classmethod
-    def check_link(cls, link: LinkConfig) -> list[str]:
-        """Check the line driver's own keys too."""
-        return super().check_link(link) + _check_line_keys(link)
-
-
-class LineTcpDriver(_LineDriver):
-    """Registry entry of the ``line-tcp`` driver."""
-
-    name: ClassVar[str] = "line-tcp"
-    link_class: ClassVar[type[Link]] = LineTcpLink
-    needs_host: ClassVar[bool] = True
-
-
-class LineSerialDriver(_LineDriver):
-    """Registry entry of the ``line-serial`` driver."""
-
-    name: ClassVar[str] = "line-serial"
-    link_class: ClassVar[type[Link]] = LineSerialLink
-    serial: ClassVar[bool] = True

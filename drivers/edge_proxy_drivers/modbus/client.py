@@ -1,4 +1,4 @@
-"""Modbus drivers: ``modbus-tcp``, ``modbus-rtu-over-tcp``, ``modbus-rtu`` and ``modbus-ascii``.
+"""The Modbus links: one pymodbus client each, over TCP or a serial line.
 
 Theory of operation
 -------------------
@@ -31,10 +31,7 @@ Unit 0 on a serial line is the broadcast address: writes are sent without waitin
 the next request waits ``broadcast_turnaround`` (default 100 ms) so the units can act on it, and
 reads are refused.
 
-Driver link keys, beyond the core's: ``max_gap`` (registers a merged read may span that no
-point asked for, default 8; 0 for devices that refuse reads across holes),
-``max_read_registers`` (default 125), ``max_read_bits`` (default 2000), ``late_reply_wait`` and
-``broadcast_turnaround``.
+The link keys are read here and checked in :mod:`.driver`.
 """
 
 from __future__ import annotations
@@ -42,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
@@ -50,33 +47,12 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from edge_proxy.config import LinkConfig, PointConfig, parse_duration
-from edge_proxy.core import points as codec
-from edge_proxy.drivers import Device, Driver, Link, checkpoint, current_operation
-from edge_proxy.errors import (
-    DeviceError,
-    DeviceException,
-    DeviceTimeout,
-    LinkIOError,
-)
+from edge_proxy.config import LinkConfig, parse_duration
+from edge_proxy.drivers import Link, checkpoint
+from edge_proxy.errors import DeviceError, DeviceTimeout, LinkIOError
+from edge_proxy_drivers.modbus.framing import framer_for
 
 log = logging.getLogger(__name__)
-
-#: Function codes by table, for reads.
-READ_FUNCTIONS: dict[str, int] = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
-
-EXCEPTION_NAMES: dict[int, str] = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
 
 #: Shortest silence that counts as "the line is idle" (3.5 character times is the RTU minimum;
 #: OS and USB adapters add far more jitter than that).
@@ -86,35 +62,31 @@ LATE_REPLY_WAIT = 0.05
 #: Default of the ``broadcast_turnaround`` link key (the serial line spec suggests 100-200 ms).
 BROADCAST_TURNAROUND = 0.1
 
-# Modbus limits per request (FC3/FC4 read 125 registers, FC1/FC2 read 2000 bits).
-_MAX_REGISTERS = 125
-_MAX_BITS = 2000
-_DEFAULT_GAP = 8
+#: Registers one read may ask for (FC3/FC4).
+MAX_REGISTERS = 125
+#: Bits one read may ask for (FC1/FC2).
+MAX_BITS = 2000
+#: Default of the ``max_gap`` link key.
+DEFAULT_GAP = 8
 
+#: One request/response given the connected client.
 Call = Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
-#: A write request given the client, the unit and whether it is a broadcast (no reply).
-WriteCall = Callable[[ModbusBaseClient, int, bool], Awaitable[ModbusPDU]]
-
-
-def exception_name(code: int) -> str:
-    """The standard name of a Modbus exception code."""
-    return EXCEPTION_NAMES.get(code, f"exception {code}")
 
 
 class ModbusLink(Link):
     """One pymodbus client: a TCP connection or a serial port shared by several units."""
 
     #: How frames are delimited on this link.
-    framer: ClassVar[FramerType] = FramerType.SOCKET
+    framer: ClassVar[FramerType] = framer_for("modbus-tcp")
 
     def __init__(self, name: str, config: LinkConfig) -> None:
         super().__init__(name, config)
         self.client: ModbusBaseClient | None = None
         self.timeout = float(config.timeout)
         extra = config.extra_keys
-        self.max_gap = int(extra.get("max_gap", _DEFAULT_GAP))
-        self.max_registers = int(extra.get("max_read_registers", _MAX_REGISTERS))
-        self.max_bits = int(extra.get("max_read_bits", _MAX_BITS))
+        self.max_gap = int(extra.get("max_gap", DEFAULT_GAP))
+        self.max_registers = int(extra.get("max_read_registers", MAX_REGISTERS))
+        self.max_bits = int(extra.get("max_read_bits", MAX_BITS))
         self.late_reply_wait = min(
             self.timeout, parse_duration(extra.get("late_reply_wait", LATE_REPLY_WAIT))
         )
@@ -311,7 +283,7 @@ class ModbusLink(Link):
 class ModbusTcpLink(ModbusLink):
     """Modbus TCP (MBAP framing) to a device or a TCP gateway."""
 
-    framer = FramerType.SOCKET
+    framer = framer_for("modbus-tcp")
 
     def describe(self) -> str:
         """host:port."""
@@ -337,13 +309,13 @@ class ModbusTcpLink(ModbusLink):
 class ModbusRtuOverTcpLink(ModbusTcpLink):
     """RTU frames (CRC, no MBAP header) over TCP, as serial-to-Ethernet converters send them."""
 
-    framer = FramerType.RTU
+    framer = framer_for("modbus-rtu-over-tcp")
 
 
 class ModbusSerialLink(ModbusLink):
     """A serial line (RS-485/RS-232) with RTU or ASCII framing."""
 
-    framer = FramerType.RTU
+    framer = framer_for("modbus-rtu")
 
     @property
     def broadcast_unit_zero(self) -> bool:
@@ -389,228 +361,4 @@ class ModbusSerialLink(ModbusLink):
 class ModbusAsciiLink(ModbusSerialLink):
     """A serial line with Modbus ASCII framing."""
 
-    framer = FramerType.ASCII
-
-
-class ModbusDevice(Device):
-    """One Modbus unit on a link: typed point reads and writes."""
-
-    link: ModbusLink
-
-    def _what(self, fc: int, table: str, address: int, count: int) -> str:
-        return f"unit {self.unit} FC{fc} {table} {address}+{count}"
-
-    def _log_extra(self) -> dict[str, Any]:
-        op = current_operation()
-        extra: dict[str, Any] = {"device_id": self.config.id}
-        if op is not None and op.request_ref is not None:
-            extra["request_ref"] = op.request_ref
-        return extra
-
-    def _check_error(self, response: ModbusPDU, fc: int, what: str) -> None:
-        if response.function_code & 0x7F != fc:
-            raise self.link.reply_mismatch(
-                self.unit, what, f"function code {response.function_code}"
-            )
-        if response.isError():
-            code = int(response.exception_code)
-            raise DeviceException(
-                f"{what}: Modbus exception {code} ({exception_name(code)})",
-                details={"exceptionCode": code, "function": fc},
-            )
-
-    def _broadcast(self) -> bool:
-        return self.unit == 0 and self.link.broadcast_unit_zero
-
-    async def read_table(self, table: str, address: int, count: int) -> list[int]:
-        """Read count registers (as ints) or bits (as 0/1) of a table in one request."""
-        fc = READ_FUNCTIONS[table]
-        what = self._what(fc, table, address, count)
-        if self._broadcast():
-            raise DeviceException(f"{what}: unit 0 is the broadcast address and cannot be read")
-        unit = self.unit
-        calls: dict[int, Call] = {
-            1: lambda c: c.read_coils(address, count=count, device_id=unit),
-            2: lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
-            3: lambda c: c.read_holding_registers(address, count=count, device_id=unit),
-            4: lambda c: c.read_input_registers(address, count=count, device_id=unit),
-        }
-        response = await self.link.transaction(unit, calls[fc], what)
-        assert response is not None
-        self._check_error(response, fc, what)
-        data = [int(b) for b in response.bits] if fc <= 2 else list(response.registers)
-        if len(data) < count:
-            raise self.link.reply_mismatch(self.unit, what, f"{len(data)} values for {count}")
-        return data[:count]
-
-    async def read(self, points: Sequence[str]) -> dict[str, Any]:
-        """Read the points with as few requests as the Modbus limits allow."""
-        specs: dict[str, PointConfig] = {name: self.profile.points[name] for name in points}
-        blocks = codec.plan_reads(
-            specs,
-            max_gap=self.link.max_gap,
-            max_registers=self.link.max_registers,
-            max_bits=self.link.max_bits,
-        )
-        values: dict[str, Any] = {}
-        for block in blocks:
-            data = await self.read_table(block.table, block.address, block.count)
-            values.update(codec.decode_block(block, specs, data))
-        return {name: values[name] for name in points}
-
-    async def _send_write(self, fc: int, what: str, call: WriteCall) -> ModbusPDU | None:
-        """Send one write; return its checked reply, or None for a broadcast (no reply)."""
-        if self._broadcast():
-            await self.link.transaction(0, lambda c: call(c, 0, True), what, reply=False)
-            return None
-        unit = self.unit
-        response = await self.link.transaction(unit, lambda c: call(c, unit, False), what)
-        assert response is not None
-        self._check_error(response, fc, what)
-        return response
-
-    async def _write_coil(self, address: int, value: bool) -> None:
-        what = self._what(5, "coil", address, 1)
-        response = await self._send_write(
-            5,
-            what,
-            lambda c, unit, bcast: c.write_coil(
-                address, value, device_id=unit, no_response_expected=bcast
-            ),
-        )
-        if response is not None and (
-            response.address != address or list(response.bits[:1]) != [value]
-        ):
-            echo = f"{response.address}={list(response.bits[:1])}"
-            raise self.link.reply_mismatch(self.unit, what, f"echo {echo}")
-
-    async def _write_register(self, address: int, word: int) -> None:
-        what = self._what(6, "holding", address, 1)
-        response = await self._send_write(
-            6,
-            what,
-            lambda c, unit, bcast: c.write_register(
-                address, word, device_id=unit, no_response_expected=bcast
-            ),
-        )
-        if response is not None and (
-            response.address != address or list(response.registers[:1]) != [word]
-        ):
-            echo = f"{response.address}={list(response.registers[:1])}"
-            raise self.link.reply_mismatch(self.unit, what, f"echo {echo}")
-
-    async def _write_registers(self, address: int, words: list[int]) -> None:
-        what = self._what(16, "holding", address, len(words))
-        response = await self._send_write(
-            16,
-            what,
-            lambda c, unit, bcast: c.write_registers(
-                address, words, device_id=unit, no_response_expected=bcast
-            ),
-        )
-        if response is not None and (response.address != address or response.count != len(words)):
-            echo = f"{response.address}+{response.count}"
-            raise self.link.reply_mismatch(self.unit, what, f"echo {echo}")
-
-    async def write(self, values: Mapping[str, Any]) -> None:
-        """Write each point: FC5 coil, FC6 one register, FC16 several, FC3+FC6 for a bit."""
-        for name, value in values.items():
-            point = self.profile.points[name]
-            if point.table == "coil":
-                await self._write_coil(point.address, codec.encode_bit(point, value))
-            elif point.table != "holding":
-                raise DeviceException(f"{name}: a {point.table} point cannot be written")
-            elif point.bit is not None:
-                bit = codec.encode_bit(point, value)
-                if self._broadcast():
-                    raise DeviceException(
-                        f"{name}: a bit cannot be read-modify-written on broadcast unit 0"
-                    )
-                # The core holds the link for the whole operation, so no other command can
-                # slip a write in between the read and the write-back.
-                (word,) = await self.read_table("holding", point.address, 1)
-                await self._write_register(point.address, codec.apply_bit(word, point.bit, bit))
-            else:
-                words = codec.encode_registers(point, value)
-                if len(words) == 1:
-                    await self._write_register(point.address, words[0])
-                else:
-                    await self._write_registers(point.address, words)
-            log.debug(
-                "device %s: wrote %s = %r", self.config.id, name, value, extra=self._log_extra()
-            )
-
-
-def _check_int_key(link: LinkConfig, key: str, low: int, high: int) -> list[str]:
-    if key not in link.extra_keys:
-        return []
-    value = link.extra_keys[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        return [f".{key}: expected an integer {low}..{high} (got {value!r})"]
-    return []
-
-
-class _ModbusDriver(Driver):
-    """What the four Modbus drivers share: the device class and the read-merging keys."""
-
-    device_class: ClassVar[type[Device]] = ModbusDevice
-    extra_link_keys: ClassVar[frozenset[str]] = frozenset(
-        {
-            "max_gap",
-            "max_read_registers",
-            "max_read_bits",
-            "late_reply_wait",
-            "broadcast_turnaround",
-        }
-    )
-
-    @classmethod
-    def check_link(cls, link: LinkConfig) -> list[str]:
-        """Also check the driver's own keys: read merging limits and late_reply_wait."""
-        errors = super().check_link(link)
-        for key in ("late_reply_wait", "broadcast_turnaround"):
-            if key in link.extra_keys:
-                try:
-                    parse_duration(link.extra_keys[key])
-                except ValueError as exc:
-                    errors.append(f".{key}: {exc} (got {link.extra_keys[key]!r})")
-        errors += _check_int_key(link, "max_gap", 0, _MAX_REGISTERS)
-        errors += _check_int_key(link, "max_read_registers", 1, _MAX_REGISTERS)
-        errors += _check_int_key(link, "max_read_bits", 1, _MAX_BITS)
-        if cls.serial and link.port is None:
-            errors.append(f".port: driver {link.driver!r} needs a serial device path")
-        return errors
-
-
-class ModbusTcpDriver(_ModbusDriver):
-    """Registry entry of ``modbus-tcp``: Modbus TCP with MBAP framing."""
-
-    name: ClassVar[str] = "modbus-tcp"
-    link_class: ClassVar[type[Link]] = ModbusTcpLink
-    needs_host: ClassVar[bool] = True
-    needs_port: ClassVar[bool] = True
-
-
-class ModbusRtuOverTcpDriver(_ModbusDriver):
-    """Registry entry of ``modbus-rtu-over-tcp``: RTU frames through a TCP connection."""
-
-    name: ClassVar[str] = "modbus-rtu-over-tcp"
-    link_class: ClassVar[type[Link]] = ModbusRtuOverTcpLink
-    needs_host: ClassVar[bool] = True
-    needs_port: ClassVar[bool] = True
-
-
-class ModbusRtuDriver(_ModbusDriver):
-    """Registry entry of ``modbus-rtu``: a serial line with RTU framing."""
-
-    name: ClassVar[str] = "modbus-rtu"
-    link_class: ClassVar[type[Link]] = ModbusSerialLink
-    serial: ClassVar[bool] = True
-
-
-class ModbusAsciiDriver(_ModbusDriver):
-    """Registry entry of ``modbus-ascii``: a serial line with ASCII framing."""
-
-    name: ClassVar[str] = "modbus-ascii"
-    link_class: ClassVar[type[Link]] = ModbusAsciiLink
-    serial: ClassVar[bool] = True
+    framer = framer_for("modbus-ascii")

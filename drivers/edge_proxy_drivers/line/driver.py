@@ -1,0 +1,66 @@
+"""Registry entries of the line drivers and the check of their ``late_reply_grace`` key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
+from edge_proxy.drivers import Device, Driver, Link
+from edge_proxy_drivers.line.client import LineSerialLink, LineTcpLink
+from edge_proxy_drivers.line.device import LineDevice
+
+if TYPE_CHECKING:
+    from edge_proxy.drivers import DeviceSimulator
+
+
+def _check_line_keys(link: LinkConfig) -> list[str]:
+    errors = []
+    if "late_reply_grace" in link.extra_keys:
+        value = link.extra_keys["late_reply_grace"]
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            errors.append(f".late_reply_grace: {exc} (got {value!r})")
+    return errors
+
+
+class _LineDriver(Driver):
+    """What both line drivers share: the device adapter and the ``late_reply_grace`` key."""
+
+    device_class: ClassVar[type[Device]] = LineDevice
+    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
+    needs_port: ClassVar[bool] = True
+
+    @classmethod
+    def check_link(cls, link: LinkConfig) -> list[str]:
+        """Check the line driver's own keys too."""
+        return super().check_link(link) + _check_line_keys(link)
+
+    @classmethod
+    def simulator(
+        cls,
+        link_name: str,
+        link: LinkConfig,
+        devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
+    ) -> DeviceSimulator | None:
+        """A line server answering the devices' profile commands."""
+        from edge_proxy_drivers.line.simulator import LineSimulator
+
+        return LineSimulator(link_name, link, devices)
+
+
+class LineTcpDriver(_LineDriver):
+    """Registry entry of the ``line-tcp`` driver."""
+
+    name: ClassVar[str] = "line-tcp"
+    link_class: ClassVar[type[Link]] = LineTcpLink
+    needs_host: ClassVar[bool] = True
+
+
+class LineSerialDriver(_LineDriver):
+    """Registry entry of the ``line-serial`` driver."""
+
+    name: ClassVar[str] = "line-serial"
+    link_class: ClassVar[type[Link]] = LineSerialLink
+    serial: ClassVar[bool] = True
