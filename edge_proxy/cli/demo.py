@@ -77,7 +77,8 @@ async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
     """Start a Gateway, the simulators and the edge; send the script; 0 if all went as expected."""
     gw = DevGateway("127.0.0.1", 0, printer=out)
     port = await gw.start()
-    sim = Simulator(config)
+    # Free ports, not the configured ones: a demo must run beside `edge-proxy simulate`.
+    sim = Simulator(config, relocate=True)
     await sim.start()
     config = sim.rewrite()
     config = config.model_copy(

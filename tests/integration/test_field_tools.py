@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from edge_proxy.cli.probe import probe
-from edge_proxy.cli.simulate import Simulator, build_reply
+from edge_proxy.cli.simulate import Simulator
 from edge_proxy.config import load_config
 from edge_proxy.drivers import registry
+from edge_proxy_drivers.line.simulator import build_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
@@ -91,6 +92,7 @@ async def test_simulate_command_serves_and_writes_a_config(tmp_path: Path) -> No
         str(EXAMPLE),
         "--write-config",
         str(out_cfg),
+        "--relocate",  # free ports, so the written config must differ from the example
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
