@@ -32,6 +32,58 @@ PILLAR_PROFILE: dict[str, Any] = {
 }
 
 
+#: An address the test Modbus servers (tests/integration/modbus_servers.py) leave undefined.
+UNDEFINED_ADDRESS = 1000
+
+# Every point type, laid out without gaps so that one read per table covers them all.
+TYPES_PROFILE: dict[str, Any] = {
+    "points": {
+        "i16": {"table": "holding", "address": 0, "type": "int16", "access": "rw"},
+        "u16": {"table": "holding", "address": 1, "type": "uint16", "access": "rw"},
+        "i32": {"table": "holding", "address": 2, "type": "int32", "access": "rw"},
+        "u32": {
+            "table": "holding",
+            "address": 4,
+            "type": "uint32",
+            "word_order": "little",
+            "access": "rw",
+        },
+        "i64": {"table": "holding", "address": 6, "type": "int64", "access": "rw"},
+        "u64": {
+            "table": "holding",
+            "address": 10,
+            "type": "uint64",
+            "byte_order": "little",
+            "access": "rw",
+        },
+        "f32": {"table": "holding", "address": 14, "type": "float32", "access": "rw"},
+        "f64": {
+            "table": "holding",
+            "address": 16,
+            "type": "float64",
+            "byte_order": "little",
+            "word_order": "little",
+            "access": "rw",
+        },
+        "text": {"table": "holding", "address": 20, "type": "string", "length": 4, "access": "rw"},
+        "scaled": {
+            "table": "holding",
+            "address": 24,
+            "type": "int16",
+            "scale": 0.1,
+            "offset": -5,
+            "access": "rw",
+        },
+        "flag": {"table": "holding", "address": 25, "bit": 3, "access": "rw"},
+        "relay": {"table": "coil", "address": 3, "access": "rw"},
+        "door": {"table": "discrete_input", "address": 5},
+        "temp": {"table": "input", "address": 2, "type": "int16", "scale": 0.5},
+        "missing": {"table": "holding", "address": UNDEFINED_ADDRESS},
+    },
+    "commands": {},
+}
+
+
 def base_tree(url: str = "ws://127.0.0.1:9", **over: Any) -> dict[str, Any]:
     """A valid config tree with two simulated pillars on one link and one slow one."""
     tree: dict[str, Any] = {

@@ -36,7 +36,6 @@ from pymodbus.simulator.simcore import SimCore
 BITS = 64
 HOLDING = 300
 INPUTS = 100
-UNDEFINED_ADDRESS = 1000
 
 # Function codes the server datastore uses to reach each table (reads and writes alike).
 _TABLE_FC = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}

@@ -14,7 +14,6 @@ from edge_proxy.cli.probe import probe
 from edge_proxy.cli.simulate import Simulator
 from edge_proxy.config import load_config
 from edge_proxy.drivers import registry
-from edge_proxy_drivers.line.simulator import build_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
@@ -44,14 +43,6 @@ def test_demo_prints_the_exchange_and_exits_0(tmp_path: Path) -> None:
     assert '"door_state":0,"brightness":100' in text  # the line device remembered the write
     assert text.rstrip().endswith("== demo finished")
     assert "Traceback" not in out.stderr
-
-
-def test_build_reply_matches_expect() -> None:
-    expect = r"^STS (?P<door_state>\d) (?P<brightness>\d+)$"
-    assert build_reply(expect, {"brightness": 42, "door_state": 1}) == "STS 1 42"
-    assert build_reply(expect, {}) == "STS 0 0"
-    assert build_reply("^OK$", {}) == "OK"
-    assert build_reply(r"^T=(?P<t>-?\d+\.\d+)C$", {"t": 21.5}) == "T=21.5C"
 
 
 async def test_simulate_then_probe_every_device() -> None:

@@ -16,9 +16,7 @@ from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.line import (
     LineDevice,
     LineLink,
-    LineSerialDriver,
     LineSerialLink,
-    LineTcpDriver,
     LineTcpLink,
 )
 from tests.builders import base_tree, command, make_config
@@ -427,16 +425,3 @@ async def test_serial_port_that_does_not_exist_is_link_io_error() -> None:
     link = LineSerialLink("s", LinkConfig(driver="line-serial", port="/dev/does-not-exist"))
     with pytest.raises(LinkIOError):
         await link.open()
-
-
-def test_link_checks() -> None:
-    assert LineTcpDriver.check_link(LinkConfig(driver="line-tcp")) == [
-        ".host: driver 'line-tcp' needs a host",
-        ".port: driver 'line-tcp' needs a port",
-    ]
-    bad = LinkConfig.model_validate(
-        {"driver": "line-serial", "port": "/dev/ttyS0", "late_reply_grace": "soon"}
-    )
-    errors = LineSerialDriver.check_link(bad)
-    assert len(errors) == 1 and errors[0].startswith(".late_reply_grace:")
-    assert LineSerialDriver.check_link(LinkConfig(driver="line-serial", port=4001))

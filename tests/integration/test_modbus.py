@@ -16,7 +16,7 @@ import pytest
 from pymodbus.framer import FramerAscii, FramerBase, FramerRTU, FramerType
 from pymodbus.pdu import DecodePDU
 
-from edge_proxy.config import Config, ConfigError, validate_tree
+from edge_proxy.config import Config
 from edge_proxy.drivers import OperationContext, registry, set_current_operation
 from edge_proxy.errors import (
     DeviceError,
@@ -27,8 +27,8 @@ from edge_proxy.errors import (
 )
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.modbus import ModbusDevice, ModbusLink
-from tests.builders import base_tree, command, make_config
-from tests.integration.modbus_servers import UNDEFINED_ADDRESS, Frame, ModbusServer, SerialRelay
+from tests.builders import TYPES_PROFILE, base_tree, command, make_config
+from tests.integration.modbus_servers import Frame, ModbusServer, SerialRelay
 from tests.integration.support import Gateway
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
@@ -43,53 +43,6 @@ FRAMERS = {
 }
 TIMEOUT = 0.3
 
-# Every point type, laid out without gaps so that one read per table covers them all.
-TYPES_PROFILE: dict[str, Any] = {
-    "points": {
-        "i16": {"table": "holding", "address": 0, "type": "int16", "access": "rw"},
-        "u16": {"table": "holding", "address": 1, "type": "uint16", "access": "rw"},
-        "i32": {"table": "holding", "address": 2, "type": "int32", "access": "rw"},
-        "u32": {
-            "table": "holding",
-            "address": 4,
-            "type": "uint32",
-            "word_order": "little",
-            "access": "rw",
-        },
-        "i64": {"table": "holding", "address": 6, "type": "int64", "access": "rw"},
-        "u64": {
-            "table": "holding",
-            "address": 10,
-            "type": "uint64",
-            "byte_order": "little",
-            "access": "rw",
-        },
-        "f32": {"table": "holding", "address": 14, "type": "float32", "access": "rw"},
-        "f64": {
-            "table": "holding",
-            "address": 16,
-            "type": "float64",
-            "byte_order": "little",
-            "word_order": "little",
-            "access": "rw",
-        },
-        "text": {"table": "holding", "address": 20, "type": "string", "length": 4, "access": "rw"},
-        "scaled": {
-            "table": "holding",
-            "address": 24,
-            "type": "int16",
-            "scale": 0.1,
-            "offset": -5,
-            "access": "rw",
-        },
-        "flag": {"table": "holding", "address": 25, "bit": 3, "access": "rw"},
-        "relay": {"table": "coil", "address": 3, "access": "rw"},
-        "door": {"table": "discrete_input", "address": 5},
-        "temp": {"table": "input", "address": 2, "type": "int16", "scale": 0.5},
-        "missing": {"table": "holding", "address": UNDEFINED_ADDRESS},
-    },
-    "commands": {},
-}
 
 WRITES: dict[str, Any] = {
     "i16": -2,
@@ -743,34 +696,3 @@ async def test_read_limits_from_the_link_config() -> None:
             (6, 4),
             (14, 2),
         ]
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("max_gap", -1),
-        ("max_read_registers", 126),
-        ("max_read_bits", 0),
-        ("late_reply_wait", "soon"),
-        ("baud", 9600),
-    ],
-)
-def test_bad_driver_keys_are_config_errors(key: str, value: Any) -> None:
-    tree = base_tree(
-        links={"l": {"driver": "modbus-rtu", "port": "/dev/ttyUSB0", key: value}},
-        profiles={"p": copy.deepcopy(TYPES_PROFILE)},
-        devices=[{"id": "d", "profile": "p", "link": "l"}],
-    )
-    with pytest.raises(ConfigError, match=key):
-        validate_tree(tree, registry.check_link)
-
-
-def test_tcp_drivers_need_host_and_port() -> None:
-    for driver in ("modbus-tcp", "modbus-rtu-over-tcp"):
-        tree = base_tree(
-            links={"l": {"driver": driver}},
-            profiles={"p": copy.deepcopy(TYPES_PROFILE)},
-            devices=[{"id": "d", "profile": "p", "link": "l"}],
-        )
-        with pytest.raises(ConfigError, match="host"):
-            validate_tree(tree, registry.check_link)

@@ -1,23 +1,18 @@
-"""Tests of the configuration loader and of ``edge-proxy check`` / ``run`` on good and bad files.
+"""Tests of the configuration loader on good and bad trees and files.
 
-The broken files live in ``tests/configs/broken/``: each is a small complete config with exactly
-one defect (except ``90-three-defects.yaml``). ``BROKEN_CASES`` maps each file to a substring of
-the path its error must name and a substring of the message; it is reused by other test modules.
+The broken files and their expected errors are in :mod:`tests.configs`; ``edge-proxy check`` and
+``run`` on the same files are tested in ``tests/integration/test_config_cli.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.mark.structures import ParameterSet
 from pydantic import SecretStr
 
 from edge_proxy.config import (
@@ -32,165 +27,18 @@ from edge_proxy.config import (
     validate_tree,
 )
 from edge_proxy.drivers import registry
+from tests.configs import (
+    BROKEN_CASES,
+    BROKEN_DIR,
+    EXAMPLE,
+    KNOWN_BUGS,
+    MULTI_DEFECT_FILE,
+    broken_params,
+    has_error,
+)
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-REPO_DIR = TESTS_DIR.parent
-BROKEN_DIR = TESTS_DIR / "configs" / "broken"
-EXAMPLE = REPO_DIR / "config.example.yaml"
-MULTI_DEFECT_FILE = "90-three-defects.yaml"
-
-#: (file in tests/configs/broken, substring of the error path, substring of the error message)
-BROKEN_CASES: list[tuple[str, str, str]] = [
-    ("01-not-yaml.yaml", "01-not-yaml.yaml", "not valid YAML"),
-    ("02-missing-edge-id.yaml", "edge.id", "required key is missing"),
-    ("03-gateway-url-scheme.yaml", "gateway.url", "expected a ws:// or wss:// URL"),
-    ("04-duplicate-device-id.yaml", "devices[1].id", "already used by devices[0]"),
-    ("05-unknown-profile.yaml", "devices[1].profile", "unknown profile 'pillar-modbsu'"),
-    ("06-unknown-link-name.yaml", "devices[1].link", "unknown link 'rs485-b'"),
-    (
-        "07-command-undeclared-point.yaml",
-        "profiles.pillar.commands.STATUS.read",
-        "point 'humidity' is not declared",
-    ),
-    (
-        "08-command-writes-read-only-point.yaml",
-        "profiles.pillar.commands.OPEN_DOOR.write",
-        "point 'door_state' is not writable",
-    ),
-    ("09-unknown-driver.yaml", "links.sim-bus.driver", "no driver named 'no-such-driver'"),
-    ("10-modbus-unit-clash.yaml", "devices[1].unit", "unit 1 is already used on this link"),
-    (
-        "11-point-min-above-max.yaml",
-        "profiles.pillar.points.brightness",
-        "min (100) is greater than max (0)",
-    ),
-    ("12-point-bit-16.yaml", "profiles.pillar.points.alarm.bit", "less than or equal to 15"),
-    (
-        "13-string-point-without-length.yaml",
-        "profiles.pillar.points.serial_no",
-        "a string point needs length",
-    ),
-    ("14-bad-duration.yaml", "links.sim-bus.timeout", "expected a duration"),
-    ("15-bad-size.yaml", "gateway.outbox.max_bytes", "expected a size"),
-    ("16-misspelt-key.yaml", "profiles.pillar.points.mode.adress", "unknown key"),
-    ("17-unit-300.yaml", "devices[0].unit", "less than or equal to 247"),
-    ("18-unset-env-var.yaml", "gateway.token", "EDGE_PROXY_TEST_UNSET_TOKEN is not set"),
-    (
-        "19-template-undeclared-param.yaml",
-        "profiles.pillar.commands.SET_BRIGHTNESS",
-        "parameter {level} that params does not declare",
-    ),
-    (
-        "20-step-two-actions.yaml",
-        "profiles.pillar.commands.COMMISSION.steps[1]",
-        "exactly one of write, read, delay, command",
-    ),
-    (
-        "21-bad-expect-regex.yaml",
-        "profiles.pillar-ascii.commands.SET_BRIGHTNESS.expect",
-        "not a valid regular expression",
-    ),
-    ("22-parity-x.yaml", "links.rs485-a.parity", "'N', 'E', 'O'"),
-    (
-        "23-simulated-link-unknown-key.yaml",
-        "links.sim-bus.latncy",
-        "unknown key for driver 'simulated'",
-    ),
-    ("24-inline-link-bad-parity.yaml", "devices[2].link.parity", "'N', 'E', 'O'"),
-    (
-        "25-command-reads-write-only-point.yaml",
-        "profiles.pillar.commands.STATUS.read",
-        "point 'door_cmd' is write-only",
-    ),
-    ("26-writable-input-register.yaml", "profiles.pillar.points.setpoint", "read-only"),
-    (
-        "27-unknown-table.yaml",
-        "profiles.pillar.points.mode.table",
-        "'coil', 'discrete_input', 'input' or 'holding'",
-    ),
-    ("28-register-bool-without-bit.yaml", "profiles.pillar.points.alarm", "needs bit"),
-    (
-        "29-step-unknown-command.yaml",
-        "profiles.pillar.commands.COMMISSION.steps[2].command",
-        "unknown command 'RESTART'",
-    ),
-    (
-        "30-request-without-line.yaml",
-        "profiles.pillar.commands.PING.request",
-        "needs a line: section",
-    ),
-    (
-        "31-reconnect-initial-above-max.yaml",
-        "gateway.reconnect",
-        "initial (60.0s) is greater than max (30.0s)",
-    ),
-    ("32-device-id-with-colon.yaml", "devices[1].id", "must not contain ':'"),
-    (
-        "33-unknown-text-encoding.yaml",
-        "profiles.pillar-ascii.line.encoding",
-        "unknown text encoding 'ebcdic-klingon'",
-    ),
-    (
-        "34-inline-link-unknown-driver.yaml",
-        "devices[2].link.driver",
-        "no driver named 'no-such-driver'",
-    ),
-    ("35-root-is-a-list.yaml", "<root>", "expected a mapping of sections"),
-]
-
-#: Broken files whose expected error config.py does not produce yet (see each reason).
-KNOWN_BUGS: dict[str, str] = {}
-
-#: Environment of the CLI subprocesses and of load_config: no EDGE_TOKEN, no test variables.
+#: Environment of load_config: no EDGE_TOKEN, no test variables.
 CLEAN_ENV: dict[str, str] = {}
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """A small, controlled environment for ``python -m edge_proxy``."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    env.update(extra)
-    return env
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a subprocess and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "edge_proxy", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env() if env is None else env,
-        cwd=TESTS_DIR,
-        timeout=60,
-        check=False,
-    )
-
-
-def broken_params() -> list[ParameterSet]:
-    """BROKEN_CASES as pytest params, with the known config.py bugs marked xfail."""
-    return [
-        pytest.param(
-            name,
-            path,
-            message,
-            id=name.removesuffix(".yaml"),
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name])]
-            if name in KNOWN_BUGS
-            else [],
-        )
-        for name, path, message in BROKEN_CASES
-    ]
-
-
-def has_error(lines: list[str], path: str, message: str) -> bool:
-    """Whether one error line names both the path and the message."""
-    return any(path in line and message in line for line in lines)
 
 
 MINIMAL_YAML = """\
@@ -714,19 +562,6 @@ def test_broken_case_table_matches_the_files() -> None:
 
 
 @pytest.mark.parametrize(("name", "path", "message"), broken_params())
-def test_check_rejects_broken_file(name: str, path: str, message: str) -> None:
-    config_path = BROKEN_DIR / name
-    proc = run_cli("check", "--config", str(config_path))
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout == ""
-    lines = proc.stderr.splitlines()
-    assert lines[0].startswith(f"{config_path}: ")
-    assert "configuration error(s)" in lines[0]
-    assert has_error(lines[1:], path, message), proc.stderr
-
-
-@pytest.mark.parametrize(("name", "path", "message"), broken_params())
 def test_load_config_rejects_broken_file(name: str, path: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(BROKEN_DIR / name, env=CLEAN_ENV, check_link=registry.check_link)
@@ -750,19 +585,6 @@ def test_broken_file_has_exactly_one_defect(name: str, path: str, message: str) 
     assert message in errors[0]
 
 
-def test_check_lists_every_defect_of_a_file() -> None:
-    config_path = BROKEN_DIR / MULTI_DEFECT_FILE
-    proc = run_cli("check", "--config", str(config_path))
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.returncode == 2
-    lines = proc.stderr.splitlines()
-    assert lines[0] == f"{config_path}: 3 configuration error(s):"
-    assert has_error(lines, "gateway.url", "ws:// or wss://")
-    assert has_error(lines, "profiles.pillar.points.alarm.bit", "less than or equal to 15")
-    assert has_error(lines, "devices[1].unit", "less than or equal to 247")
-    assert len(lines) == 4
-
-
 def test_errors_name_the_value() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(BROKEN_DIR / "14-bad-duration.yaml", env=CLEAN_ENV)
@@ -770,75 +592,6 @@ def test_errors_name_the_value() -> None:
         "links.sim-bus.timeout: expected a duration such as 5s, 250ms, 2m or a number of "
         "seconds (got 'fast')"
     ]
-
-
-def test_check_on_a_file_that_is_not_utf8(tmp_path: Path) -> None:
-    config_path = tmp_path / "latin1.yaml"
-    config_path.write_bytes(b"edge:\n  id: caf\xe9\n")
-    proc = run_cli("check", "--config", str(config_path))
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.returncode == 2
-    assert "latin1.yaml" in proc.stderr
-    assert "utf-8" in proc.stderr.lower()
-
-
-# ---------------------------------------------------------------------------- the CLI
-
-
-def table_rows(stdout: str, title: str) -> list[list[str]]:
-    """The rows of one table printed by ``check``, split on whitespace."""
-    lines = stdout.splitlines()
-    start = lines.index(title) + 3  # title, header, dashes
-    rows: list[list[str]] = []
-    for line in lines[start:]:
-        if not line.strip():
-            break
-        rows.append(line.split())
-    return rows
-
-
-def test_check_on_the_example_prints_its_devices_and_profiles() -> None:
-    secret = "tok-3f9a-never-printed"
-    proc = run_cli("check", "--config", str(EXAMPLE), env=cli_env(EDGE_TOKEN=secret))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    assert secret not in proc.stdout
-    assert proc.stdout.startswith(f"{EXAMPLE}: OK (edge edge-001, gateway ws://127.0.0.1:18081)")
-    devices = {row[0]: row for row in table_rows(proc.stdout, "Devices")}
-    assert set(devices) == {"pillar-001", "pillar-002", "pillar-003", "pillar-101", "pillar-900"}
-    # id, type, profile, link, unit, enabled
-    assert devices["pillar-001"][2:] == ["pillar-modbus", "plc-1", "1", "yes"]
-    assert devices["pillar-002"][2:] == ["pillar-modbus", "plc-1", "2", "yes"]
-    assert devices["pillar-003"][2:] == ["pillar-modbus", "sim-bus", "-", "yes"]
-    assert devices["pillar-101"][2:] == ["pillar-ascii", "pillar-101/link", "-", "yes"]
-    assert devices["pillar-900"][2:] == ["pillar-modbus", "pillar-900/link", "-", "no"]
-    profiles = table_rows(proc.stdout, "Profiles")
-    assert [row[0] for row in profiles] == ["pillar-modbus", "pillar-ascii"]
-    assert profiles[0][1] == "9"
-    links = {row[0]: row[1] for row in table_rows(proc.stdout, "Links")}
-    assert links == {
-        "sim-bus": "simulated",
-        "plc-1": "modbus-tcp",
-        "pillar-101/link": "line-tcp",
-        "pillar-900/link": "simulated",
-    }
-
-
-def test_run_on_a_broken_config_exits_2() -> None:
-    config_path = BROKEN_DIR / "17-unit-300.yaml"
-    proc = run_cli("run", "--config", str(config_path))
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.returncode == 2
-    assert has_error(proc.stderr.splitlines(), "devices[0].unit", "247")
-
-
-@pytest.mark.parametrize("command", ["check", "run"])
-def test_missing_config_file_exits_2_naming_it(command: str, tmp_path: Path) -> None:
-    config_path = tmp_path / "no-such-config.yaml"
-    proc = run_cli(command, "--config", str(config_path))
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.returncode == 2
-    assert has_error(proc.stderr.splitlines(), str(config_path), "cannot read the file")
 
 
 def test_config_type_is_frozen() -> None:

@@ -1,10 +1,10 @@
-"""The JSON Schema accepts the example, rejects broken configs; docs/config.md is current."""
+"""The JSON Schema accepts the example, rejects broken configs; docs/config.md is current.
+
+``edge-proxy schema`` itself is run in ``tests/integration/test_schema_cli.py``.
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from edge_proxy.config.schema import BUILTIN_DRIVERS, build_markdown, build_schema
-from tests.unit.test_config import BROKEN_CASES, BROKEN_DIR
+from tests.configs import BROKEN_CASES, BROKEN_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,12 +100,3 @@ def test_docs_name_every_key() -> None:
         "terminator",
     ):
         assert f"`{key}`" in text
-
-
-def test_schema_command_prints_json() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "edge_proxy", "schema"], capture_output=True, text=True, check=True
-    )
-    schema = json.loads(out.stdout)
-    assert schema["$schema"].startswith("https://json-schema.org/")
-    assert "simulated" in schema["$defs"]["LinkConfig"]["properties"]["driver"]["enum"]

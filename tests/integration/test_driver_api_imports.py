@@ -1,0 +1,31 @@
+"""What importing the driver API costs, each measured in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_the_contract_suite_does_not_import_pytest() -> None:
+    code = (
+        "import sys, edge_proxy.testing\n"
+        "from edge_proxy.testing import ContractSetup, DriverContract\n"
+        "assert 'pytest' not in sys.modules, 'edge_proxy.testing imported pytest'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_the_driver_api_imports_no_driver() -> None:
+    code = (
+        "import sys, edge_proxy.drivers, edge_proxy.cli.simulate\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('edge_proxy_drivers', 'pymodbus', 'serial', 'serial_asyncio')]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
