@@ -47,7 +47,7 @@ def test_demo_prints_the_exchange_and_exits_0(tmp_path: Path) -> None:
 
 async def test_simulate_then_probe_every_device() -> None:
     config = load_config(EXAMPLE, env={}, check_link=registry.check_link)
-    sim = Simulator(config)
+    sim = Simulator(config, relocate=True)  # free ports: the example's may be in use
     await sim.start()
     try:
         served = sim.rewrite()

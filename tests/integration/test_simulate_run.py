@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import socket
 import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +82,26 @@ def require_free(host: str, port: int, what: str) -> None:
             pytest.fail(f"{what} {host}:{port} named by {EXAMPLE.name} is taken: {exc}")
 
 
+@pytest.fixture
+async def example_ports() -> AsyncIterator[None]:
+    """Hold the machine-wide lock on the example's fixed ports (other test runs may want them)."""
+    lock = Path(tempfile.gettempdir()) / "edge-proxy-example-ports.lock"
+    with lock.open("a") as handle:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test run held {lock} for {DEADLINE:g}s")
+                await asyncio.sleep(0.2)  # polling a lock another process holds
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 async def edge_proxy(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -111,7 +134,7 @@ def example() -> Config:
 
 
 @pytest.fixture
-async def gateway(example: Config) -> AsyncIterator[Recorder]:
+async def gateway(example: Config, example_ports: None) -> AsyncIterator[Recorder]:
     url = urlsplit(example.gateway.url)
     assert url.hostname is not None and url.port is not None
     require_free(url.hostname, url.port, "the Gateway address")
