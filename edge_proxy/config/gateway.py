@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from edge_proxy.config.values import Duration, Size, _Model
+from edge_proxy.config.values import Duration, PositiveDuration, Size, _Model
 
 
 class EdgeConfig(_Model):
@@ -45,7 +46,9 @@ class TlsConfig(_Model):
 class ReconnectConfig(_Model):
     """Exponential backoff with jitter between connection attempts."""
 
-    initial: Duration = Field(0.5, description="First retry delay.")
+    initial: PositiveDuration = Field(
+        0.5, description="First retry delay; above 0 (0 would retry in a busy loop)."
+    )
     max: Duration = Field(30.0, description="Longest retry delay.")
     jitter: float = Field(
         0.2, ge=0.0, le=1.0, description="Random spread, a fraction of the delay."
@@ -81,9 +84,22 @@ class GatewayConfig(_Model):
     ping_interval: Duration = Field(20.0, gt=0, description="WebSocket ping period.")
     ping_timeout: Duration = Field(20.0, gt=0, description="Pong wait before the link is dead.")
     open_timeout: Duration = Field(10.0, gt=0, description="Connect + handshake limit.")
-    max_message_size: Size = Field(1024**2, ge=1024, description="Largest accepted frame.")
+    max_frame: Size = Field(
+        1024**2,
+        ge=1024,
+        validation_alias=AliasChoices("max_frame", "max_message_size"),
+        description="Largest frame sent or accepted (max_message_size is its old name).",
+    )
+    compression: Literal["none", "deflate"] = Field(
+        "none", description="permessage-deflate on the Gateway link: none or deflate."
+    )
     reconnect: ReconnectConfig = ReconnectConfig()
     outbox: OutboxConfig = OutboxConfig()
+
+    @property
+    def max_message_size(self) -> int:
+        """The old name of ``max_frame``."""
+        return self.max_frame
 
     @field_validator("url")
     @classmethod

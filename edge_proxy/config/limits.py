@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from edge_proxy.config.values import Duration, _Model
+from edge_proxy.config.values import Duration, Size, _Model
 
 
 class CommandsConfig(_Model):
@@ -12,9 +12,15 @@ class CommandsConfig(_Model):
 
     dedup_window: Duration = Field(600.0, description="How long a finished requestRef is kept.")
     dedup_max: int = Field(100000, ge=1, description="Most requestRefs remembered.")
+    dedup_max_bytes: Size = Field(
+        16 * 1024**2, ge=1024, description="Bytes of terminal messages remembered, at most."
+    )
     max_queued_per_link: int = Field(1000, ge=1, description="Commands in progress per link.")
     max_queued: int = Field(10000, ge=1, description="Commands in progress in all.")
     max_batch_targets: int = Field(5000, ge=1, description="Targets of one BATCH.")
+    max_batch_globs: int = Field(
+        64, ge=1, description="Glob patterns (pillar-*) in one BATCH's targets."
+    )
     max_steps: int = Field(100, ge=1, description="Steps of one COMPLEX command.")
     default_timeout: Duration = Field(5.0, gt=0, description="When a COMMAND has no timeout.")
     shutdown_grace: Duration = Field(10.0, description="In-flight wait on SIGINT/SIGTERM.")

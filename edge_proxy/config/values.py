@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 _DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -81,6 +81,23 @@ Duration = Annotated[
                 {"type": "string", "pattern": DURATION_PATTERN},
             ],
             "description": "seconds, or a number with a unit: 250ms, 5s, 2m, 1h",
+        }
+    ),
+]
+#: JSON Schema pattern of a duration string that is not zero.
+POSITIVE_DURATION_PATTERN = r"^\s*(?=[^1-9]*[1-9])\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+#: A Duration above 0, for delays that 0 would turn into a busy loop (reconnect backoff).
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": POSITIVE_DURATION_PATTERN},
+            ],
+            "description": "seconds above 0, or a number with a unit: 250ms, 5s, 2m, 1h",
         }
     ),
 ]

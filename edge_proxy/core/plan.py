@@ -255,9 +255,20 @@ def _only(parameters: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 
 def match_targets(
-    spec: Any, device_ids: Sequence[str], types: Mapping[str, str], device_type: str | None
+    spec: Any,
+    device_ids: Sequence[str],
+    types: Mapping[str, str],
+    device_type: str | None,
+    *,
+    max_items: int | None = None,
+    max_globs: int | None = None,
 ) -> list[str]:
-    """Expand a BATCH target list (ids, globs, ``*``) to device ids, in config order."""
+    """Expand a BATCH target list (ids, globs, ``*``) to device ids, in config order.
+
+    The list's length and its number of globs are checked before anything is expanded, so a
+    hostile frame of thousands of globs costs nothing (each glob is matched against every
+    device).
+    """
     if isinstance(spec, str):
         items = [s.strip() for s in spec.split(",") if s.strip()]
     elif isinstance(spec, list) and all(isinstance(s, str) for s in spec):
@@ -271,6 +282,19 @@ def match_targets(
     if not items:
         raise RequestError(
             "INVALID_COMMAND", "targets is empty", {"field": "command.parameters.targets"}
+        )
+    if max_items is not None and len(items) > max_items:
+        raise RequestError(
+            "INVALID_COMMAND",
+            f"{len(items)} targets is above the limit {max_items}",
+            {"field": "command.parameters.targets"},
+        )
+    globs = sum(1 for item in items if item == "*" or any(c in item for c in "*?["))
+    if max_globs is not None and globs > max_globs:
+        raise RequestError(
+            "INVALID_COMMAND",
+            f"{globs} glob patterns is above the limit {max_globs}",
+            {"field": "command.parameters.targets"},
         )
     chosen: dict[str, None] = {}
     for item in items:
@@ -470,7 +494,14 @@ class _Planner:
             )
         ids = list(self.devices)
         types = {d: self.devices[d].config.type for d in ids}
-        targets = match_targets(spec, ids, types, req.device_type)
+        targets = match_targets(
+            spec,
+            ids,
+            types,
+            req.device_type,
+            max_items=self.limits.max_batch_targets,
+            max_globs=self.limits.max_batch_globs,
+        )
         if len(targets) > self.limits.max_batch_targets:
             raise RequestError(
                 "INVALID_COMMAND",

@@ -20,6 +20,7 @@ from edge_proxy.runtime.engine import Engine
 from edge_proxy.runtime.outbox import Outbox
 from edge_proxy.runtime.session import Session
 from edge_proxy.runtime.spool import Spool
+from edge_proxy.wire import framing
 from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ class Daemon:
             config.commands,
             self.factory,
             self.emit,
-            config.gateway.max_message_size,
+            config.gateway.max_frame,
         )
+        self.engine.room = self.outbox
         for dev_cfg in config.devices:
             self.devices[dev_cfg.id] = self._build_device(dev_cfg)
         self.engine.devices = dict(self.devices)
@@ -86,14 +88,18 @@ class Daemon:
             pending = self.spool.recover(self.factory)
             # repeats of commands answered before the restart are answered, not run again
             for age, msg, targets in self.spool.delivered():
-                ref = msg.get("requestRef")
-                if isinstance(ref, str):
-                    self.engine.finished[ref] = (now - age, {**msg, "_targets": targets})
+                self._remember(msg, targets, now - age)
             for spool_id, msg, targets in pending:
                 self.outbox.put(msg, spool_id)
-                ref = msg.get("requestRef")
-                if isinstance(ref, str):
-                    self.engine.finished[ref] = (now, {**msg, "_targets": targets})
+                self._remember(msg, targets, now)
+            # from here on the outbox sends a spooled message only once its row is committed
+            self.outbox.mark_durable(self.spool.committed)
+            self.spool.on_commit = self.outbox.mark_durable
+
+    def _remember(self, msg: dict[str, Any], targets: list[str], at: float) -> None:
+        ref = msg.get("requestRef")
+        if isinstance(ref, str):
+            self.engine.finished.add(ref, msg, targets, framing.size(msg), at=at)
 
     def _build_device(self, dev_cfg: DeviceConfig) -> DeviceRuntime:
         profile = self.config.profiles[dev_cfg.profile]
@@ -140,6 +146,7 @@ class Daemon:
             __version__,
             [d.status() for d in self.devices.values()],
             token.get_secret_value() if token else None,
+            max_frame=self.config.gateway.max_frame,
         )
 
     def status_report(self) -> dict[str, Any]:

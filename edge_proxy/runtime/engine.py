@@ -15,14 +15,17 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from edge_proxy.config import CommandsConfig
 from edge_proxy.core.plan import plan_command
 from edge_proxy.drivers import OperationContext
 from edge_proxy.errors import RequestError
+from edge_proxy.runtime.dedup import DedupStore
 from edge_proxy.runtime.devices import DeviceRuntime
 from edge_proxy.runtime.executor import CommandState, Executor, ProgressUpdate
+from edge_proxy.runtime.queries import answer_query
+from edge_proxy.wire import framing
 from edge_proxy.wire import messages as protocol
 from edge_proxy.wire.names import LOCAL_PREFIX
 
@@ -31,6 +34,30 @@ __all__ = ["PROGRESS_INTERVAL", "CommandState", "Engine"]
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
+
+
+class Journal(Protocol):
+    """The spool as the engine uses it."""
+
+    ticket: int
+
+    def accepted(self, ref: str, callback: Any, has_callback: bool) -> int:
+        """Record an accepted command; returns the write's ticket."""
+        ...
+
+    def terminal(self, msg: dict[str, Any], targets: list[str] | None = None) -> int:
+        """Store a terminal; returns its spool id (its ticket is ``ticket`` after the call)."""
+        ...
+
+
+class TerminalRoom(Protocol):
+    """The outbox as the engine uses it: room for a terminal, reserved before the ack."""
+
+    def reserve(self, request_ref: str) -> bool:
+        """Keep room for one terminal; False when there is none."""
+        ...
+
+
 PROGRESS_INTERVAL = 0.1
 
 
@@ -44,23 +71,35 @@ class Engine:
         config: CommandsConfig,
         factory: protocol.MessageFactory,
         emit: Emit,
-        max_message_size: int = 1024**2,
+        max_frame: int = 1024**2,
     ) -> None:
         self.edge_id = edge_id
         self.executor = Executor(dict(devices), self._progress)
+        self.finished = DedupStore(config.dedup_window, config.dedup_max, config.dedup_max_bytes)
         self.config = config
         self.factory = factory
         self.emit = emit
-        self.max_message_size = max_message_size
+        self.max_frame = max_frame
         self.running: dict[str, CommandState] = {}
-        self.finished: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = (
-            collections.OrderedDict()
-        )
         self.accepting = True
         self.counts: collections.Counter[str] = collections.Counter()
         self.on_terminal: Callable[[str, str, str, float], None] | None = None
-        #: the on-disk spool, when configured (edge_proxy.spool.Spool)
-        self.journal: Any = None
+        #: the on-disk spool, when configured (edge_proxy.runtime.spool.Spool)
+        self.journal: Journal | None = None
+        #: where terminals wait for the Gateway (the outbox): room is reserved before an ack
+        self.room: TerminalRoom | None = None
+
+    @property
+    def config(self) -> CommandsConfig:
+        """The engine's limits (replaced as a whole on reload)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: CommandsConfig) -> None:
+        self._config = config
+        self.finished.window = config.dedup_window
+        self.finished.max_count = config.dedup_max
+        self.finished.max_bytes = config.dedup_max_bytes
 
     @property
     def devices(self) -> dict[str, DeviceRuntime]:
@@ -81,7 +120,7 @@ class Engine:
         """Process one Gateway frame; never raises."""
         msg: protocol.Incoming | None = None
         try:
-            msg = protocol.parse_frame(data, self.max_message_size)
+            msg = protocol.parse_frame(data, self.max_frame)
             self.counts[f"in:{msg.type}"] += 1
             self._dispatch(msg)
         except RequestError as exc:
@@ -96,8 +135,13 @@ class Engine:
                 )
             )
         except Exception as exc:  # a bug must not take the session down
-            log.exception("internal error while handling a frame")
-            self.emit(self.factory.error("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"))
+            ref = msg.request_ref if msg is not None else None
+            log.exception("internal error while handling a frame", extra={"request_ref": ref})
+            self.emit(
+                self.factory.error(
+                    "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}", request_ref=ref
+                )
+            )
 
     def _dispatch(self, msg: protocol.Incoming) -> None:
         if msg.type == "COMMAND":
@@ -161,6 +205,11 @@ class Engine:
                     raise RequestError(
                         "OVERLOADED", f"link {link.name} has {link.reserved} commands waiting"
                     )
+            local = ref.startswith(LOCAL_PREFIX)
+            if not local and self.room is not None and not self.room.reserve(ref):
+                raise RequestError(
+                    "OVERLOADED", "the outbox has no room left for another command's answer"
+                )
         except RequestError as exc:
             self._reject(req, exc)
             return
@@ -172,16 +221,20 @@ class Engine:
             link.reserved += 1
         self.running[ref] = cs
         self.counts[f"accepted:{req.command_type}"] += 1
-        if self.journal is not None and not ref.startswith(LOCAL_PREFIX):
-            self.journal.accepted(ref, req.callback, req.has_callback)
-        self.emit(self.factory.ack(ref, "accepted", targets))
+        ack = self.factory.ack(ref, "accepted", targets)
+        if self.journal is not None and not local:
+            try:  # the ack waits in the outbox until this row is committed
+                ack["_ticket"] = self.journal.accepted(ref, req.callback, req.has_callback)
+            except Exception:
+                self.counts["spool_failures"] += 1
+                log.exception("spool: cannot record the command", extra={"request_ref": ref})
+        self.emit(ack)
         cs.deadline_handle = loop.call_at(ctx.deadline or 0.0, self.abort, cs, "timeout")
         cs.task = asyncio.create_task(
             self.executor.run(cs, plan, self._finish), name=f"command:{ref}"
         )
 
     def _duplicate(self, ref: str, req: protocol.CommandRequest) -> bool:
-        self._expire_dedup()
         cs = self.running.get(ref)
         if cs is not None:
             cs.duplicates += 1
@@ -189,21 +242,12 @@ class Engine:
             return True
         done = self.finished.get(ref)
         if done is not None:
-            terminal = done[1]
-            targets = terminal.get("_targets", [])
-            self.emit(self.factory.ack(ref, "duplicate", targets))
-            self.emit({k: v for k, v in terminal.items() if k != "_targets"})
+            self.emit(self.factory.ack(ref, "duplicate", done.targets))
+            # the stored message itself, with its own messageId
+            self.emit({**done.message, "replay": True})
             return True
         del req
         return False
-
-    def _expire_dedup(self) -> None:
-        horizon = time.monotonic() - self.config.dedup_window
-        while self.finished:
-            ref, (at, _) = next(iter(self.finished.items()))
-            if at >= horizon and len(self.finished) <= self.config.dedup_max:
-                break
-            del self.finished[ref]
 
     # ------------------------------------------------------------------ progress and finish
 
@@ -276,20 +320,24 @@ class Engine:
             int(elapsed * 1000),
             extra={"request_ref": req.request_ref},
         )
+        msg, full = framing.fit_terminal(msg, self.max_frame)
+        text = framing.encode(msg)
+        out = {**msg, "_text": text}
         if self.journal is not None and not req.request_ref.startswith(LOCAL_PREFIX):
-            try:
-                msg["_spool_id"] = self.journal.terminal(msg, cs.targets)
+            try:  # the terminal waits in the outbox until this row is committed
+                out["_spool_id"] = self.journal.terminal(msg, cs.targets)
+                out["_ticket"] = self.journal.ticket
             except Exception:
+                self.counts["spool_failures"] += 1
                 log.exception(
                     "spool: cannot store the terminal message",
                     extra={"request_ref": req.request_ref},
                 )
-        self.emit(msg)
-        msg = {k: v for k, v in msg.items() if k != "_spool_id"}
+        self.emit(out)
         for _ in range(cs.duplicates):
-            self.emit(msg)
-        self.finished[req.request_ref] = (time.monotonic(), {**msg, "_targets": cs.targets})
-        self._expire_dedup()
+            self.emit({**msg, "replay": True})
+        stored = len(text) + (framing.size({"r": full}) if full is not None else 0)
+        self.finished.add(req.request_ref, msg, cs.targets, stored, results=full)
         if self.on_terminal is not None:
             self.on_terminal(req.command_type, status, req.request_ref, elapsed)
 
@@ -316,35 +364,7 @@ class Engine:
             raise RequestError(
                 "INVALID_COMMAND", "QUERY needs a requestRef", {"field": "requestRef"}
             )
-        what = msg.body.get("query")
-        if isinstance(what, str):
-            what = what.lower()
-        if what == "devices":
-            result: dict[str, Any] = {"devices": [d.status() for d in self.devices.values()]}
-        elif what == "device":
-            dev_id = msg.body.get("deviceId")
-            if not isinstance(dev_id, str):
-                raise RequestError(
-                    "INVALID_COMMAND",
-                    "query 'device' needs deviceId",
-                    {"field": "deviceId"},
-                )
-            dev = self.devices.get(dev_id)
-            if dev is None:
-                raise RequestError(
-                    "UNKNOWN_DEVICE", f"no device {dev_id!r} on this edge", {"field": "deviceId"}
-                )
-            info = dev.status()
-            info["points"] = {
-                name: {k: v for k, v in p.model_dump().items() if v is not None}
-                for name, p in dev.profile.points.items()
-            }
-            info["commands"] = sorted(dev.profile.commands)
-            result = {"device": info}
-        else:
-            raise RequestError(
-                "INVALID_COMMAND", "query must be 'devices' or 'device'", {"field": "query"}
-            )
+        result = answer_query(msg.body, self.devices, self.finished, self.max_frame)
         self.emit(self.factory.response(ref, "completed", result=result, duration_ms=0))
 
     # ------------------------------------------------------------------ shutdown and status

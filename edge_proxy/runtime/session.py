@@ -26,6 +26,8 @@ from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
 
+CONFIRM_EVERY = 0.1  # at most one confirmation ping per this many seconds
+
 
 def build_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     """The TLS context for a wss:// URL (verification on unless the config turns it off)."""
@@ -76,6 +78,8 @@ class Session:
         self._stopping = False
         self._ssl = build_ssl_context(config)
         self._outage = OutageLog(log, "gateway link")
+        self._written = asyncio.Event()
+        self._confirmed = 0
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until stop() is called."""
@@ -134,6 +138,7 @@ class Session:
             close_timeout=5,
         ) as ws:
             self.ws = ws
+            self._confirmed = 0
             register = self.register_msg()
             await ws.send(protocol.encode(register))
             self.messages_out["REGISTER"] += 1
@@ -147,6 +152,7 @@ class Session:
             tasks = [
                 asyncio.create_task(self._reader(ws), name="gateway-reader"),
                 asyncio.create_task(self._sender(ws), name="gateway-sender"),
+                asyncio.create_task(self._confirmer(ws), name="gateway-confirmer"),
                 asyncio.create_task(self._heartbeat(ws), name="gateway-heartbeat"),
             ]
             try:
@@ -157,6 +163,12 @@ class Session:
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+                # what the Gateway has not confirmed is sent again on the next connection
+                resent = self.outbox.requeue()
+                if resent:
+                    log.info(
+                        "gateway: %d unconfirmed message(s) kept for the next connection", resent
+                    )
             for task in done:
                 exc = task.exception()
                 if exc is not None:
@@ -184,14 +196,34 @@ class Session:
 
     async def _sender(self, ws: ClientConnection) -> None:
         while True:
-            await self.outbox.wait()
-            item = self.outbox.peek()
-            if item is None:
-                continue
-            cls, text, msg = item
-            await ws.send(text)
-            self.outbox.pop(cls)
-            self.messages_out[msg.get("type", "?")] += 1
+            entry = await self.outbox.next()
+            await ws.send(entry.text)
+            self.outbox.written(entry)
+            self.messages_out[entry.mtype] += 1
+            self._written.set()
+
+    async def _confirmer(self, ws: ClientConnection) -> None:
+        """Ping after writes; a pong proves the Gateway read everything written before it."""
+        last_ping = 0.0
+        while True:
+            if self.outbox.last_sent == self._confirmed:
+                self._written.clear()
+                await self._written.wait()
+            wait = CONFIRM_EVERY - (time.monotonic() - last_ping)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            mark = self.outbox.last_sent
+            last_ping = time.monotonic()
+            pong = asyncio.ensure_future(await ws.ping())
+            # asyncio.wait, not wait_for: the pong future belongs to websockets, never cancel it
+            done, _ = await asyncio.wait({pong}, timeout=self.config.ping_timeout)
+            if not done:
+                raise ConnectionError(
+                    f"no pong within {self.config.ping_timeout:g}s: the link is dead"
+                )
+            pong.result()  # ConnectionClosed if the link closed meanwhile
+            self._confirmed = mark
+            self.outbox.confirm(mark)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:

@@ -12,17 +12,30 @@ SQLite in WAL mode, one small table per fact:
 
 ``synchronous=NORMAL``: a commit survives the process being killed (the WAL is in the OS page
 cache); only a power cut may lose the last commits, which is the trade an SD card needs.
+
+Every write runs on a worker thread of its own, in batches (one transaction per batch), so a
+slow disk never stalls the event loop. Each write gets a *ticket*; the outbox does not send a
+message before the spool has committed its ticket, so an ``ack`` or a terminal never reaches
+the Gateway before the row that a restart needs. A write that fails (disk full, read-only
+file system) is logged and counted and still releases its ticket: the spool then protects
+less, but no command is ever stranded without its terminal.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import queue
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_proxy.wire import framing
 from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,9 @@ CREATE TABLE IF NOT EXISTS terminals (
 CREATE INDEX IF NOT EXISTS terminals_delivered ON terminals (delivered);
 """
 PRUNE_EVERY = 200  # deliveries between two prunes
+BATCH = 500  # writes in one transaction at most
+
+Op = tuple[str, tuple[Any, ...]]
 
 
 class Spool:
@@ -51,56 +67,159 @@ class Spool:
     def __init__(self, path: str | Path, keep: float = 600.0, keep_max: int = 100000) -> None:
         self.keep = keep
         self.keep_max = keep_max
-        self._since_prune = 0
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM terminals").fetchone()
+        self._next_id = int(row[0]) + 1
+        self.ticket = 0  # the ticket of the last write queued
+        self.committed = 0  # the last ticket the worker finished (committed or failed)
+        self.failures = 0  # writes that could not be committed
+        self.writes = 0
+        #: called with a ticket once every write up to it is finished (on the event loop)
+        self.on_commit: Callable[[int], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[tuple[int, Op] | None] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._failing = False
+        self._worker = threading.Thread(target=self._work, name="spool-writer", daemon=True)
+        self._worker.start()
 
-    def accepted(self, ref: str, callback: Any, has_callback: bool) -> None:
-        """Record an acknowledged command."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO accepted (ref, callback, has_callback) VALUES (?, ?, ?)",
-            (ref, json.dumps(callback, default=str), int(has_callback)),
-        )
+    # ------------------------------------------------------------------ writes (any thread)
+
+    def _submit(self, op: str, *args: Any) -> int:
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+        self.ticket += 1
+        self._queue.put((self.ticket, (op, args)))
+        return self.ticket
+
+    def accepted(self, ref: str, callback: Any, has_callback: bool) -> int:
+        """Record an acknowledged command; returns the write's ticket."""
+        return self._submit("accepted", ref, json.dumps(callback, default=str), int(has_callback))
 
     def terminal(self, msg: dict[str, Any], targets: list[str] | None = None) -> int:
         """Store a terminal message (and forget its accepted row); returns the spool id."""
+        spool_id = self._next_id
+        self._next_id += 1
         ref = str(msg.get("requestRef"))
-        with self.db:
-            self.db.execute("BEGIN")
-            cur = self.db.execute(
-                "INSERT INTO terminals (ref, body, targets) VALUES (?, ?, ?)",
-                (ref, protocol.encode(msg), json.dumps(targets or [])),
-            )
-            self.db.execute("DELETE FROM accepted WHERE ref = ?", (ref,))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        self._submit("terminal", spool_id, ref, framing.encode(msg), json.dumps(targets or []))
+        return spool_id
 
     def sent(self, spool_id: int) -> None:
-        """The terminal message left on the WebSocket: keep it only for de-duplication."""
-        self.db.execute("UPDATE terminals SET delivered = ? WHERE id = ?", (time.time(), spool_id))
-        self._since_prune += 1
-        if self._since_prune >= PRUNE_EVERY:
-            self.prune()
+        """The Gateway has the terminal message: keep it only for de-duplication."""
+        self._submit("sent", spool_id, time.time())
 
     def prune(self) -> None:
         """Forget delivered rows older than the window, and beyond the count bound."""
-        self._since_prune = 0
-        self.db.execute(
-            "DELETE FROM terminals WHERE delivered IS NOT NULL AND delivered < ?",
-            (time.time() - self.keep,),
-        )
-        self.db.execute(
-            "DELETE FROM terminals WHERE delivered IS NOT NULL AND id NOT IN "
-            "(SELECT id FROM terminals WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
-            (self.keep_max,),
-        )
+        self._submit("prune")
+        self.flush()
+
+    # ------------------------------------------------------------------ the worker
+
+    def _work(self) -> None:
+        db = sqlite3.connect(str(self.path), isolation_level=None)
+        db.execute("PRAGMA synchronous=NORMAL")
+        since_prune = 0
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            since_prune += sum(1 for _, (op, _) in batch if op == "sent")
+            if since_prune >= PRUNE_EVERY:
+                since_prune = 0
+                batch.append((batch[-1][0], ("prune", ())))
+            self._write(db, batch)
+            if stop:
+                break
+        db.close()
+
+    def _write(self, db: sqlite3.Connection, batch: list[tuple[int, Op]]) -> None:
+        try:
+            db.execute("BEGIN")
+            for _, (op, args) in batch:
+                self._apply(db, op, args)
+            db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self.failures += len(batch)
+            if not self._failing:
+                log.error("spool: cannot write %s: %s (terminals are still sent)", self.path, exc)
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("spool: writing to %s works again", self.path)
+            self._failing = False
+            self.writes += len(batch)
+        self._finished(batch[-1][0])
+
+    def _apply(self, db: sqlite3.Connection, op: str, args: tuple[Any, ...]) -> None:
+        if op == "accepted":
+            db.execute(
+                "INSERT OR REPLACE INTO accepted (ref, callback, has_callback) VALUES (?, ?, ?)",
+                args,
+            )
+        elif op == "terminal":
+            spool_id, ref, body, targets = args
+            db.execute(
+                "INSERT INTO terminals (id, ref, body, targets) VALUES (?, ?, ?, ?)",
+                (spool_id, ref, body, targets),
+            )
+            db.execute("DELETE FROM accepted WHERE ref = ?", (ref,))
+        elif op == "sent":
+            spool_id, at = args
+            db.execute("UPDATE terminals SET delivered = ? WHERE id = ?", (at, spool_id))
+        elif op == "prune":
+            db.execute(
+                "DELETE FROM terminals WHERE delivered IS NOT NULL AND delivered < ?",
+                (time.time() - self.keep,),
+            )
+            db.execute(
+                "DELETE FROM terminals WHERE delivered IS NOT NULL AND id NOT IN "
+                "(SELECT id FROM terminals WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
+                (self.keep_max,),
+            )
+
+    def _finished(self, ticket: int) -> None:
+        with self._idle:
+            self.committed = ticket
+            self._idle.notify_all()
+        callback, loop = self.on_commit, self._loop
+        if callback is None:
+            return
+        if loop is None:
+            callback(ticket)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(callback, ticket)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until every write queued so far is finished (start-up, shutdown, tests)."""
+        target = self.ticket
+        with self._idle:
+            return self._idle.wait_for(lambda: self.committed >= target, timeout)
+
+    # ------------------------------------------------------------------ reads (start-up)
 
     def delivered(self) -> list[tuple[float, dict[str, Any], list[str]]]:
         """Delivered terminals still inside the window: (age in seconds, message, targets)."""
+        self.flush()
         now = time.time()
         rows = self.db.execute(
             "SELECT delivered, body, targets FROM terminals WHERE delivered IS NOT NULL ORDER BY id"
@@ -139,5 +258,8 @@ class Spool:
         return out
 
     def close(self) -> None:
-        """Close the database."""
+        """Finish every queued write, stop the worker and close the database."""
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join(30.0)
         self.db.close()

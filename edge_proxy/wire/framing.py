@@ -54,3 +54,90 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def size(msg: dict[str, Any]) -> int:
+    """The encoded size of a message in bytes."""
+    return len(encode(msg).encode("utf-8"))
+
+
+def _item_sizes(items: list[Any]) -> list[int]:
+    # each item's encoded size plus the comma that separates it from the next
+    return [
+        len(json.dumps(i, separators=(",", ":"), default=str).encode("utf-8")) + 1 for i in items
+    ]
+
+
+def how_many_fit(base: int, items: list[Any], max_frame: int) -> int:
+    """How many of ``items``, in order, fit in a list inside a frame of ``base`` bytes."""
+    room = max_frame - base
+    n = 0
+    for item_size in _item_sizes(items):
+        if item_size > room:
+            break
+        room -= item_size
+        n += 1
+    return n
+
+
+def fit_terminal(
+    msg: dict[str, Any], max_frame: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A terminal that fits ``max_frame``, and the full ``result.results`` if it had to be cut.
+
+    As protocol.md's guarantee 5 says: ``result.results`` is cut down to the failed targets
+    (as many as fit), with ``result.truncated: true`` and ``result.omitted``, the number of
+    targets left out. A result without ``results`` that still does not fit is replaced by
+    ``{"truncated": true}``.
+    """
+    if size(msg) <= max_frame:
+        return msg, None
+    result = msg.get("result")
+    full = result.get("results") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not isinstance(full, dict):
+        cut = {**msg, "result": {"truncated": True}}
+        return cut, None
+    failed = [
+        (k, v)
+        for k, v in full.items()
+        if not (isinstance(v, dict) and v.get("status") == "completed")
+    ]
+    probe = {**msg, "result": {**result, "results": {}, "truncated": True, "omitted": len(full)}}
+    keep = how_many_fit(size(probe), [{k: v} for k, v in failed], max_frame)
+    kept = dict(failed[:keep])
+    cut = {
+        **msg,
+        "result": {**result, "results": kept, "truncated": True, "omitted": len(full) - keep},
+    }
+    return cut, full
+
+
+def fit_list(
+    msg: dict[str, Any], path: tuple[str, ...], max_frame: int
+) -> tuple[dict[str, Any], int]:
+    """``msg`` with the list at ``path`` (e.g. ``("clientInfo", "devices")``) cut to fit.
+
+    Returns the message and how many items it kept (the list is not copied when all fit).
+    """
+    if size(msg) <= max_frame:
+        parent: Any = msg
+        for key in path:
+            parent = parent[key]
+        return msg, len(parent)
+    *outer, last = path
+
+    def with_items(items: list[Any]) -> dict[str, Any]:
+        out = dict(msg)
+        node = out
+        for key in outer:
+            node[key] = dict(node[key])
+            node = node[key]
+        node[last] = items
+        return out
+
+    node = msg
+    for key in outer:
+        node = node[key]
+    items = list(node[last])
+    keep = how_many_fit(size(with_items([])), items, max_frame)
+    return with_items(items[:keep]), keep

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from edge_proxy.errors import RequestError
+from edge_proxy.wire import framing
 from edge_proxy.wire.framing import clip as _clip
 from edge_proxy.wire.framing import encode, is_terminal
 from edge_proxy.wire.names import (
@@ -279,8 +280,10 @@ class MessageFactory:
         version: str,
         devices: list[dict[str, Any]],
         token: str | None = None,
+        *,
+        max_frame: int | None = None,
     ) -> dict[str, Any]:
-        """The REGISTER frame sent first on every connection."""
+        """The REGISTER frame sent first on every connection (paged to fit ``max_frame``)."""
         info: dict[str, Any] = {
             "name": name or self.client_id,
             "version": version,
@@ -290,7 +293,13 @@ class MessageFactory:
         extra: dict[str, Any] = {"clientType": "EDGE", "clientInfo": info}
         if token:
             extra["auth"] = {"token": token}
-        return self.envelope("REGISTER", **extra)
+        msg = self.envelope("REGISTER", **extra)
+        if max_frame is not None and framing.size(msg) > max_frame:
+            # as many devices as fit; the rest are read with QUERY devices in pages
+            info["devicesTotal"] = len(devices)
+            info["devicesTruncated"] = True
+            msg, _ = framing.fit_list(msg, ("clientInfo", "devices"), max_frame)
+        return msg
 
     def heartbeat(self, status: dict[str, Any]) -> dict[str, Any]:
         """A HEARTBEAT with the edge's status block."""

@@ -59,7 +59,7 @@ STEP_KEYS = frozenset(
     }
 )
 # QUERY kinds
-QUERY_KINDS = ("devices", "device")
+QUERY_KINDS = ("devices", "device", "result")
 
 # error codes of ``error`` messages and of error objects in results
 ERROR_CODES = (

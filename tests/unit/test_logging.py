@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from edge_proxy.ops.logsetup import OutageLog, setup_logging
+from edge_proxy.ops.logsetup import setup_logging
+from edge_proxy.runtime.outage import OutageLog
 
 
 def test_json_lines_carry_device_and_ref_and_never_the_secret() -> None:

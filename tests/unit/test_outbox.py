@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from edge_proxy.runtime.outbox import Outbox
+
+
+def drain(box: Outbox) -> list[dict[str, Any]]:
+    """Take every message as the sender would, confirming each."""
+    out = []
+    while (entry := box.take()) is not None:
+        box.written(entry)
+        box.confirm(entry.seq)
+        out.append(json.loads(entry.text))
+    return out
 
 
 def test_outbox_drop_policy() -> None:
@@ -20,10 +33,7 @@ def test_outbox_drop_policy() -> None:
     box.put({"type": "device_status", "deviceId": "d"})  # the other telemetry
     box.put({"type": "ack", "requestRef": "x"})  # then progress
     assert box.dropped == {"telemetry": 2, "progress_update": 1}
-    order = []
-    while (item := box.peek()) is not None:
-        order.append(item[2])
-        box.pop(item[0])
+    order = drain(box)
     types = [m["type"] for m in order]
     assert types == [
         "command_response",
@@ -47,5 +57,4 @@ def test_outbox_drops_terminal_last_and_counts_by_bytes() -> None:
     box.put({"type": "command_response", "requestRef": "t3", "result": big})
     assert box.dropped == {"telemetry": 1, "command_response": 1}
     assert box.bytes <= 2048
-    first = box.peek()
-    assert first is not None and first[2]["requestRef"] == "t1"
+    assert drain(box)[0]["requestRef"] == "t1"
