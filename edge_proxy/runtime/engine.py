@@ -57,6 +57,10 @@ class TerminalRoom(Protocol):
         """Keep room for one terminal; False when there is none."""
         ...
 
+    def release(self, request_ref: str) -> None:
+        """Give back a reservation."""
+        ...
+
 
 PROGRESS_INTERVAL = 0.1
 
@@ -333,7 +337,11 @@ class Engine:
                     "spool: cannot store the terminal message",
                     extra={"request_ref": req.request_ref},
                 )
-        self.emit(out)
+        try:
+            self.emit(out)
+        finally:
+            if self.room is not None:  # a no-op once the outbox has queued the terminal
+                self.room.release(req.request_ref)
         for _ in range(cs.duplicates):
             self.emit({**msg, "replay": True})
         stored = len(text) + (framing.size({"r": full}) if full is not None else 0)

@@ -76,10 +76,13 @@ class Outbox:
         self._pending: collections.deque[Entry] = collections.deque()  # by seq; GONE skipped
         self._pending_gone = 0
         self._unconfirmed: collections.deque[Entry] = collections.deque()
+        # droppable messages by class, oldest first (confirmed and dropped ones leave from the
+        # front: both always take the oldest); terminals of accepted commands are never here
         self._by_class: dict[str, collections.deque[Entry]] = {
-            k: collections.deque() for k in (*DROP_ORDER, PROTECTED)
+            k: collections.deque() for k in DROP_ORDER
         }
         self._reserved: set[str] = set()
+        self._protected = 0  # terminals of accepted commands held
         self.bytes = 0
         self.count = 0
         self.last_sent = 0  # seq of the last message whose write completed
@@ -98,8 +101,7 @@ class Outbox:
         """Keep room for the terminal of a command about to be accepted; False if none is left."""
         if request_ref in self._reserved:
             return True
-        protected = len(self._by_class[PROTECTED]) + len(self._reserved)
-        if protected + 1 > self.max_messages:
+        if self._protected + len(self._reserved) + 1 > self.max_messages:
             return False
         self._reserved.add(request_ref)
         return True
@@ -148,15 +150,19 @@ class Outbox:
             self._done(spool_id)
             return
         self._pending.append(entry)
-        self._by_class[cls].append(entry)
+        if cls == PROTECTED:
+            self._protected += 1
+        else:
+            self._by_class[cls].append(entry)
         self.count += 1
         self.bytes += size
         self._empty.clear()
         self._ready.set()
 
     def _over(self, entry: Entry) -> bool:
-        room = self.max_messages - (0 if entry.cls == PROTECTED else len(self._reserved))
-        return self.count + 1 > room or self.bytes + entry.size > self.max_bytes
+        # Reserved room is not kept empty: a terminal of an accepted command evicts any other
+        # message when it comes, and protected + reserved <= max_messages always leaves it room.
+        return self.count + 1 > self.max_messages or self.bytes + entry.size > self.max_bytes
 
     def _make_room(self, entry: Entry) -> bool:
         while self._over(entry):
@@ -186,6 +192,8 @@ class Outbox:
                 self._pending = collections.deque(e for e in self._pending if e.state != GONE)
                 self._pending_gone = 0
         entry.state = GONE
+        if entry.cls == PROTECTED:
+            self._protected -= 1
         self.count -= 1
         self.bytes -= entry.size
         if self.count == 0:
@@ -262,6 +270,9 @@ class Outbox:
             if entry.state == GONE:
                 continue
             self._forget(entry)
+            queue = self._by_class.get(entry.cls)
+            while queue and queue[0].state == GONE:
+                queue.popleft()
             self._done(entry.spool_id)
             done += 1
         return done
