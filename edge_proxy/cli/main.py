@@ -10,17 +10,22 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_proxy import __version__
 from edge_proxy.config import Config, ConfigError, load_config
 from edge_proxy.drivers import registry
 
 log = logging.getLogger("edge_proxy")
+_T = TypeVar("_T")
 EXIT_CONFIG = 2
+#: `status`: seconds to wait for the daemon's answer.
+STATUS_TIMEOUT = 10.0
+#: `call`: seconds waited for the terminal beyond the command's own timeout.
+CALL_MARGIN = 5.0
 
 
 def _load(path: str) -> Config:
@@ -91,15 +96,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
     from edge_proxy.ops.logsetup import setup_logging
 
-    secrets = []
-    if config is not None and config.gateway.token is not None:
-        secrets.append(config.gateway.token.get_secret_value())
-    setup_logging(args.log_level, args.log_format, secrets)
+    setup_logging(args.log_level, args.log_format, config.secrets() if config else [])
 
 
 async def reload_daemon(daemon: Any, path: str) -> bool:
-    """Re-read the config file and apply it; an invalid file is logged and the old one kept."""
+    """Re-read the config file and apply it; an invalid file is logged and the old one kept.
+
+    Never raises: a failure is logged, and the daemon runs on with what it has.
+    """
     from edge_proxy.ops.daemon import ReloadRefused
+    from edge_proxy.ops.logsetup import add_secrets
 
     log.info("SIGHUP: reloading %s", path)
     try:
@@ -111,31 +117,47 @@ async def reload_daemon(daemon: Any, path: str) -> bool:
             "reload rejected (%d error(s)); the running configuration is kept", len(exc.errors)
         )
         return False
+    add_secrets(new.secrets())  # before anything can log the new token
     try:
         await daemon.reload(new)
     except ReloadRefused as exc:
         log.error("reload rejected: %s; the running configuration is kept", exc.message)
         return False
+    except Exception:
+        log.exception("reload failed")
+        return False
     return True
 
 
 async def run_daemon(config: Config, path: str | None = None) -> int:
-    """Run the daemon until SIGINT/SIGTERM; SIGHUP re-reads ``path``."""
-    from edge_proxy.ops.daemon import Daemon
+    """Run the daemon until SIGINT/SIGTERM; SIGHUP re-reads ``path``.
+
+    SIGHUPs are taken one at a time: those that come while a reload runs make one more
+    reload after it (of the file as it is then). Returns the exit status: 0, or 2 when the
+    daemon cannot start (a spool, TLS file or device the config names cannot be set up).
+    """
+    from edge_proxy.ops.daemon import Daemon, StartupError
 
     stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
-    daemon = Daemon(config)
-    reloads: set[asyncio.Task[bool]] = set()
+    try:
+        daemon = Daemon(config)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc.message)
+        return EXIT_CONFIG
+    reloader: asyncio.Task[None] | None = None
     if path is not None:
+        wanted = asyncio.Event()
 
-        def on_hup() -> None:
-            task = loop.create_task(reload_daemon(daemon, path))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+        async def reloads() -> None:
+            while True:
+                await wanted.wait()
+                wanted.clear()
+                await reload_daemon(daemon, path)
 
+        reloader = loop.create_task(reloads(), name="reloads")
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, on_hup)
+            loop.add_signal_handler(signal.SIGHUP, wanted.set)
     log.info(
         "edge-proxy %s starting: edge %s, %d devices, %d links",
         __version__,
@@ -143,9 +165,17 @@ async def run_daemon(config: Config, path: str | None = None) -> int:
         len(daemon.devices),
         len(daemon.links),
     )
-    await daemon.start()
-    await stop.wait()
-    await daemon.stop()
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        await daemon.stop()  # waits for a reload under way
+        if reloader is not None:
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
     return 0
 
 
@@ -155,7 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)
-    return asyncio.run(run_daemon(config, path=args.config))
+    try:
+        return asyncio.run(run_daemon(config, path=args.config))
+    except Exception:  # a bug, not the config: say so in the log (secrets redacted)
+        log.critical("edge-proxy stopped on an unexpected error", exc_info=True)
+        return 1
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -307,12 +341,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         async for doc in request(path, {"op": "status"}):
             return doc
-        raise ConnectionError("no answer")
+        raise ConnectionError("it closed the connection without an answer")
 
-    try:
-        report = asyncio.run(main())
-    except (OSError, ConnectionError) as exc:
-        print(f"cannot reach edge-proxy at {path}: {exc} (is it running?)", file=sys.stderr)
+    report = _ask(path, main(), args.timeout)
+    if report is None:
+        return 1
+    if "error" in report and "edge" not in report:
+        print(f"!! {report['error']}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2))
@@ -380,7 +415,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     async def main() -> int:
         if args.edge is None:
             async for doc in request(path, {"op": "status"}):
-                frame["targetClientId"] = f"{doc['edge']}:{args.device}"
+                frame["targetClientId"] = f"{doc.get('edge', '*')}:{args.device}"
         status = 1
         async for msg in request(path, {"op": "call", "frame": frame}):
             if "error" in msg and "type" not in msg:
@@ -391,11 +426,29 @@ def cmd_call(args: argparse.Namespace) -> int:
                 status = 0
         return status
 
+    status = _ask(path, main(), args.timeout + CALL_MARGIN)
+    return 1 if status is None else status
+
+
+def _ask(path: str, client: Coroutine[Any, Any, _T], timeout: float) -> _T | None:
+    """Run a control socket client for at most ``timeout`` seconds; None after printing why not."""
+
+    async def bounded() -> _T:
+        return await asyncio.wait_for(client, timeout)
+
     try:
-        return asyncio.run(main())
+        return asyncio.run(bounded())
+    except (asyncio.TimeoutError, TimeoutError):
+        print(
+            f"edge-proxy at {path} did not answer within {timeout:g}s "
+            "(is it stopped, stuck or overloaded?)",
+            file=sys.stderr,
+        )
     except (OSError, ConnectionError) as exc:
         print(f"cannot reach edge-proxy at {path}: {exc} (is it running?)", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # a line that is not JSON: not an edge-proxy, or a broken one
+        print(f"edge-proxy at {path} sent an answer that is not JSON: {exc}", file=sys.stderr)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,13 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_status.add_argument("--config", "-c", help="the daemon's config (to find its socket)")
     p_status.add_argument("--socket", help="the control socket path")
     p_status.add_argument("--json", action="store_true", help="print the raw report")
+    p_status.add_argument(
+        "--timeout",
+        type=float,
+        default=STATUS_TIMEOUT,
+        help=f"seconds to wait for the daemon's answer (default {STATUS_TIMEOUT:g})",
+    )
     p_status.set_defaults(func=cmd_status)
 
     p_call = sub.add_parser("call", help="run a command on the running daemon")
     p_call.add_argument("--config", "-c", help="the daemon's config (to find its socket)")
     p_call.add_argument("--socket", help="the control socket path")
     p_call.add_argument("--edge", help=argparse.SUPPRESS)
-    p_call.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    p_call.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds the command may take (default 5); its answer is awaited that long "
+        f"plus {CALL_MARGIN:g}s, then the call gives up",
+    )
     p_call.add_argument("--priority", default="high", choices=["low", "normal", "high", "urgent"])
     p_call.add_argument("--json", action="store_true", help="print raw messages")
     p_call.add_argument("device", help="device id")

@@ -1,18 +1,22 @@
 """Cross-references between sections, checked once every section has its own shape right.
 
 Unique device ids, known profiles, links and drivers, points that commands and polls use,
-and Modbus units that clash on one physical bus. Every problem is one line ``path: problem``.
+parameters that templates name, line terminators, Modbus units that clash on one physical
+bus, and the files the config names (TLS certificates and keys). Every problem is one line
+``path: problem``.
 """
 
 from __future__ import annotations
 
+import os
+import string
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from edge_proxy.config.devices import DeviceConfig
 from edge_proxy.config.links import LinkConfig
 from edge_proxy.config.model import Config
-from edge_proxy.config.profiles import ProfileConfig
+from edge_proxy.config.profiles import CommandConfig, LineConfig, ProfileConfig, template_fields
 
 #: A driver's check of its own link keys: (driver name, link) -> error suffixes ``.key: problem``.
 DriverChecker = Callable[[str, LinkConfig], list[str]]
@@ -143,8 +147,7 @@ def _check_profile(at: str, profile: ProfileConfig, max_steps: int) -> list[str]
     errors: list[str] = []
     for cname, cmd in profile.commands.items():
         cat = f"{at}.commands.{cname}"
-        for pname in cmd.bound_params() - set(cmd.params):
-            errors.append(f"{cat}: refers to parameter {{{pname}}} that params does not declare")
+        errors += _check_templates(cat, cmd, profile)
         if cmd.write is not None:
             errors += _check_points_used(f"{cat}.write", cmd.write, profile, write=True)
         if cmd.read is not None:
@@ -165,6 +168,87 @@ def _check_profile(at: str, profile: ProfileConfig, max_steps: int) -> list[str]
                     errors.append(f"{sat}.command: unknown command {step.command!r}")
                 elif target.steps is not None:
                     errors.append(f"{sat}.command: {step.command!r} has steps itself (no nesting)")
+                else:
+                    # the step runs with this command's parameters: its templates must find them
+                    for pname in sorted(target.bound_params() - set(cmd.params)):
+                        errors.append(
+                            f"{sat}.command: {step.command} needs parameter {{{pname}}}, "
+                            f"which {cname}'s params do not declare"
+                        )
     if profile.poll is not None:
         errors += _check_points_used(f"{at}.poll.points", profile.poll.points, profile, write=False)
+    if profile.line is not None:
+        errors += _check_terminator(f"{at}.line.terminator", profile.line)
     return errors
+
+
+def _check_templates(at: str, cmd: CommandConfig, profile: ProfileConfig) -> list[str]:
+    """Each template of a command parses and names declared parameters only."""
+    errors: list[str] = []
+    for where, template in cmd.templates():
+        try:
+            names = template_fields(template)
+        except ValueError as exc:
+            errors.append(f"{at}.{where}: not a valid template: {exc} (got {template!r})")
+            continue
+        for pname in sorted(names - set(cmd.params)):
+            errors.append(
+                f"{at}.{where}: refers to parameter {{{pname}}} that params does not declare"
+            )
+        if where == "request" and profile.line is not None:
+            literal = "".join(text for text, _, _, _ in string.Formatter().parse(template))
+            if profile.line.terminator in literal:
+                errors.append(
+                    f"{at}.{where}: contains the line terminator "
+                    f"{profile.line.terminator!r}: it would be sent as two lines"
+                )
+    return errors
+
+
+def _check_terminator(at: str, line: LineConfig) -> list[str]:
+    """The terminator can be written in the line's encoding and found again in a line."""
+    try:
+        encoded = line.terminator.encode(line.encoding)
+    except UnicodeEncodeError:
+        return [f"{at}: {line.terminator!r} cannot be encoded in {line.encoding}"]
+    # an encoding with a byte-order mark (utf-16, utf-32) writes it before every string:
+    # the terminator's bytes then never appear at the end of an encoded line
+    if not ("x" + line.terminator).encode(line.encoding).endswith(encoded):
+        return [
+            f"{at}: {line.terminator!r} in {line.encoding} is not the same bytes at the end "
+            f"of a line (a byte-order mark?); use an encoding without one, e.g. utf-16-le"
+        ]
+    return []
+
+
+#: The keys of ``gateway.tls`` that name files edge-proxy reads at start.
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def check_files(config: Config) -> list[str]:
+    """Files the config names exist and can be read (relative paths: the working directory)."""
+    errors: list[str] = []
+    tls = config.gateway.tls
+    for key in TLS_FILES if tls is not None else ():
+        name = getattr(tls, key)
+        if not name:
+            continue
+        problem = _unreadable(name)
+        if problem:
+            where = "" if os.path.isabs(name) else f" (relative to {os.getcwd()})"
+            errors.append(f"gateway.tls.{key}: {name}{where} {problem}")
+    return errors
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be read as a file, or None when it can."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path):
+        return "is a directory, not a file"
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None

@@ -23,7 +23,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edge_proxy.config.checks import DriverChecker, ProfileChecker, cross_check, raw_references
+from edge_proxy.config.checks import (
+    DriverChecker,
+    ProfileChecker,
+    check_files,
+    cross_check,
+    raw_references,
+)
 from edge_proxy.config.links import UNION_TAGS
 from edge_proxy.config.model import Config
 from edge_proxy.config.values import interpolate_env, join_path
@@ -126,7 +132,7 @@ def validate_tree(
     except ValidationError as exc:
         # the full cross-check needs a valid config; the name references can be checked anyway
         raise ConfigError(_format_validation(exc) + raw_references(tree)) from None
-    errors = cross_check(config, check_link, check_profile)
+    errors = cross_check(config, check_link, check_profile) + check_files(config)
     if errors:
         raise ConfigError(errors)
     return config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 
 from edge_proxy.config.devices import DeviceConfig
 from edge_proxy.config.gateway import EdgeConfig, GatewayConfig
@@ -27,6 +27,12 @@ class Config(_Model):
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
 
+    def secrets(self) -> list[str]:
+        """Every secret value of the file (its ``SecretStr`` keys), for logs to redact."""
+        found: list[str] = []
+        _collect_secrets(self, found)
+        return found
+
     def control_socket(self) -> str:
         """Where the control socket is (configured, or in the temp directory)."""
         if self.control.socket:
@@ -40,3 +46,19 @@ class Config(_Model):
     def link_name_of(self, device: DeviceConfig) -> str:
         """A stable name for a device's link (inline links are named after their device)."""
         return device.link if isinstance(device.link, str) else f"{device.id}/link"
+
+
+def _collect_secrets(value: object, found: list[str]) -> None:
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        if secret and secret not in found:
+            found.append(secret)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect_secrets(getattr(value, name), found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_secrets(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_secrets(item, found)

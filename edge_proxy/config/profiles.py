@@ -303,7 +303,7 @@ class CommandConfig(_Model):
     def _template(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                list(string.Formatter().parse(v))
+                template_fields(v)
             except ValueError as exc:
                 raise ValueError(f"not a valid request template: {exc}") from None
         return v
@@ -326,36 +326,67 @@ class CommandConfig(_Model):
             raise ValueError("a command needs write, read, steps or request")
         return self
 
+    def templates(self) -> list[tuple[str, str]]:
+        """Every template of the command with its path below the command (``write.level``).
+
+        A written string is a template when it has a ``{``; a request always is one.
+        """
+        out: list[tuple[str, str]] = []
+        for point, value in (self.write or {}).items():
+            if isinstance(value, str) and "{" in value:
+                out.append((f"write.{point}", value))
+        for j, step in enumerate(self.steps or ()):
+            for point, value in (step.write or {}).items():
+                if isinstance(value, str) and "{" in value:
+                    out.append((f"steps[{j}].write.{point}", value))
+        if self.request is not None:
+            out.append(("request", self.request))
+        return out
+
     def bound_params(self) -> set[str]:
-        """Names of parameters the command's templates refer to."""
+        """Names of parameters the command's templates refer to (malformed ones left out)."""
         names: set[str] = set()
-        for value in (self.write or {}).values():
-            names |= _template_names(value)
-        for step in self.steps or ():
-            for value in (step.write or {}).values():
-                names |= _template_names(value)
-        if self.request:
-            names |= _template_names(self.request)
+        for _, template in self.templates():
+            try:
+                names |= template_fields(template)
+            except ValueError:
+                continue
         return names
 
 
-def _template_names(value: object) -> set[str]:
-    if not isinstance(value, str):
-        return set()
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-    except ValueError:
-        return set()
-    # "{}" or "{0}" can never be filled from named parameters: report it as an unknown name
-    return {f.split(".")[0].split("[")[0] or "{}" for f in fields}
+def template_fields(template: str) -> set[str]:
+    """The parameter names a format template refers to; ValueError if it is malformed.
+
+    Nested fields of a format spec (``{value:{width}}``) count too. ``{}`` or ``{0}`` can
+    never be filled from named parameters: they are returned as ``{}`` and ``0``.
+    """
+    names: set[str] = set()
+    for _, field, spec, _ in string.Formatter().parse(template):
+        if field is None:
+            continue
+        names.add(field.split(".")[0].split("[")[0] or "{}")
+        if spec and "{" in spec:
+            names |= template_fields(spec)
+    return names
 
 
 class LineConfig(_Model):
     """Framing of a text line protocol."""
 
-    terminator: str = Field("\r\n", min_length=1, description="End of every line, both ways.")
+    terminator: str = Field(
+        "\r\n",
+        description="End of every line, both ways; not empty.",
+        json_schema_extra={"minLength": 1},
+    )
     encoding: str = Field("ascii", description="Text encoding of the lines.")
     max_line: Size = Field(4096, ge=16, description="Longest reply line accepted.")
+
+    @field_validator("terminator")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v:
+            raise ValueError("the terminator is empty: a line end that can never be matched")
+        return v
 
     @field_validator("encoding")
     @classmethod

@@ -34,12 +34,15 @@ CROSS_CHECKS_ONLY = (
     "a device's profile and named link exist",
     "two enabled devices on one physical bus do not share a Modbus unit",
     "points named by commands, steps and polls exist and allow the access",
-    "a {parameter} in a template is declared in params",
+    "a template (a write, a step's write, a request) is well-formed and names declared params; "
+    "a step's command finds the parameters it needs among its caller's",
     "min is not above max; a default lies in its own range",
     "a bool in a register table has a bit; a string has a length; a point ends by 65535",
     "a request command's profile has a line: section; expect is a valid regular expression",
     "a driver's own link keys (checked by the driver itself)",
     "${VAR} without a default names a set environment variable",
+    "a line terminator can be written in the line's encoding; a request's own text lacks it",
+    "the gateway.tls files exist and can be read",
 )
 
 #: Examples for keys whose default does not show a typical value, by dotted path.

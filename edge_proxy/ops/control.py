@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -25,6 +26,8 @@ from edge_proxy.wire.names import LOCAL_PREFIX
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 1024**2
+#: How long stop() lets a connection that is answering a call finish writing its last message.
+FLUSH_ON_STOP = 1.0
 
 
 class ControlServer:
@@ -41,28 +44,54 @@ class ControlServer:
         self.status_report = status_report
         self.calls: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._server: asyncio.AbstractServer | None = None
+        #: every open connection's handler task and its writer; those answering a call in busy
+        self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._busy: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
-        """Listen; a stale socket file from a crashed run is replaced."""
+        """Listen; a stale socket file from a crashed run is replaced, nothing else is."""
         try:
-            _, writer = await asyncio.open_unix_connection(self.path)
+            mode = os.stat(self.path).st_mode
         except FileNotFoundError:
             _make_parent(self.path)
-        except OSError:  # a socket file nobody answers on: left by a crash
-            os.unlink(self.path)
         else:
-            writer.close()
-            raise OSError(f"another edge-proxy is serving {self.path}")
+            if not stat.S_ISSOCK(mode):
+                raise OSError(f"{self.path} exists and is not a socket (not replacing it)")
+            try:
+                _, writer = await asyncio.open_unix_connection(self.path)
+            except ConnectionRefusedError:  # a socket file nobody answers on: left by a crash
+                os.unlink(self.path)
+            else:
+                writer.close()
+                raise OSError(f"another edge-proxy is serving {self.path}")
         self._server = await asyncio.start_unix_server(self._handle, self.path, limit=MAX_REQUEST)
         os.chmod(self.path, 0o660)
         log.info("control socket %s", self.path)
 
     async def stop(self) -> None:
-        """Stop listening and remove the socket file."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop listening, close every client connection, remove the socket file.
+
+        A connection answering a call gets up to FLUSH_ON_STOP to write what it has (the
+        engine has answered every command by then); an idle one is closed at once.
+        """
+        self._stopping = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        busy = [t for t in self._clients if t in self._busy]
+        for task in self._clients:
+            if task not in self._busy:
+                task.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=FLUSH_ON_STOP)
+        for task, writer in list(self._clients.items()):
+            writer.transport.abort()
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
@@ -77,12 +106,19 @@ class ControlServer:
         return False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._stopping:  # accepted while stopping
+            writer.close()
+            return
+        self._clients[task] = writer
         try:
             line = await asyncio.wait_for(reader.readline(), 10)
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
             op = request.get("op")
+            self._busy.add(task)
             if op == "status":
                 await self._send(writer, self.status_report())
             elif op == "call":
@@ -96,9 +132,9 @@ class ControlServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._clients.pop(task, None)
+            self._busy.discard(task)
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
     async def _call(self, frame: Any) -> AsyncIterator[dict[str, Any]]:
         if not isinstance(frame, dict):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import sqlite3
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, MutableMapping
 from typing import Any
 
 from edge_proxy import __version__
@@ -15,7 +17,7 @@ from edge_proxy.drivers import Device, DriverRegistry, registry
 from edge_proxy.errors import EdgeProxyError
 from edge_proxy.ops.control import ControlServer
 from edge_proxy.ops.metrics import Metrics
-from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime
+from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime, StateListener
 from edge_proxy.runtime.engine import Engine
 from edge_proxy.runtime.outbox import Outbox
 from edge_proxy.runtime.session import Session
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 
 class ReloadRefused(EdgeProxyError):
     """A new configuration that cannot be applied without a restart."""
+
+
+class StartupError(EdgeProxyError):
+    """The daemon cannot start: a spool, TLS file or device the config names cannot be set up."""
 
 
 class Daemon:
@@ -49,17 +55,18 @@ class Daemon:
             config.gateway.max_frame,
         )
         self.engine.room = self.outbox
-        for dev_cfg in config.devices:
-            self.devices[dev_cfg.id] = self._build_device(dev_cfg)
+        for i, dev_cfg in enumerate(config.devices):
+            try:
+                device = _build_device(self.drivers, dev_cfg, config, self.links, self._on_state)
+            except Exception as exc:  # a driver's failure: name the device, not a traceback
+                raise StartupError(_build_failure(i, dev_cfg, exc)) from exc
+            _attach(device)
+            self.devices[dev_cfg.id] = device
         self.engine.devices = dict(self.devices)
-        self.session = Session(
-            config.gateway,
-            self.factory,
-            self.outbox,
-            self.engine.handle_frame,
-            self.register_message,
-            self.status,
-        )
+        self.session = self._make_session(config)
+        #: held while a reload runs; reloads (and stop) take turns
+        self._reload_lock = asyncio.Lock()
+        self._stopping = False
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._session_task: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
@@ -77,11 +84,16 @@ class Daemon:
                 dev.on_latency = self.metrics.observe_transaction
         self.spool: Spool | None = None
         if config.gateway.outbox.spool:
-            self.spool = Spool(
-                config.gateway.outbox.spool,
-                keep=config.commands.dedup_window,
-                keep_max=config.commands.dedup_max,
-            )
+            try:
+                self.spool = Spool(
+                    config.gateway.outbox.spool,
+                    keep=config.commands.dedup_window,
+                    keep_max=config.commands.dedup_max,
+                )
+            except (OSError, sqlite3.Error) as exc:
+                raise StartupError(
+                    f"gateway.outbox.spool: cannot open {config.gateway.outbox.spool}: {exc}"
+                ) from exc
             self.engine.journal = self.spool
             self.outbox.on_done = self.spool.sent
             now = time.monotonic()
@@ -101,30 +113,20 @@ class Daemon:
         if isinstance(ref, str):
             self.engine.finished.add(ref, msg, targets, framing.size(msg), at=at)
 
-    def _build_device(self, dev_cfg: DeviceConfig) -> DeviceRuntime:
-        profile = self.config.profiles[dev_cfg.profile]
-        if not dev_cfg.enabled:
-            return DeviceRuntime(dev_cfg, profile, None, None, self._on_state)
-        link_cfg = self.config.link_of(dev_cfg)
-        link_name = self.config.link_name_of(dev_cfg)
-        driver = self.drivers.get(link_cfg.driver)
-        key = driver.share_key(link_name, link_cfg)
-        runtime = self.links.get(key)
-        if runtime is None:
-            link = driver.link_class(link_name, link_cfg)
-            runtime = LinkRuntime(
-                link_name,
-                driver,
-                link,
-                link_cfg,
-                max_queued=self.config.commands.max_queued_per_link,
-                aging=self.config.commands.aging,
+    def _make_session(self, config: Config) -> Session:
+        """A Gateway session for ``config`` (not started); StartupError if TLS cannot load."""
+        try:
+            return Session(
+                config.gateway,
+                self.factory,
+                self.outbox,
+                self.engine.handle_frame,
+                self.register_message,
+                self.status,
             )
-            self.links[key] = runtime
-        adapter: Device = driver.device_class(runtime.link, dev_cfg, profile)
-        device = DeviceRuntime(dev_cfg, profile, runtime, adapter, self._on_state)
-        runtime.devices[dev_cfg.id] = device
-        return device
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            where = "gateway.tls" if config.gateway.tls is not None else "gateway"
+            raise StartupError(f"{where}: cannot set up the Gateway connection: {exc}") from exc
 
     # ------------------------------------------------------------------ outputs
 
@@ -183,45 +185,73 @@ class Daemon:
 
     # ------------------------------------------------------------------ reload (SIGHUP)
 
-    def _signature(self, config: Config, dev: DeviceConfig) -> tuple[object, ...]:
-        """Everything that, when it changes, means the device must be restarted."""
-        return (dev, config.profiles[dev.profile], config.link_of(dev), config.link_name_of(dev))
-
     async def reload(self, new: Config) -> dict[str, list[str]]:
         """Apply a new config: start added devices, stop removed ones, restart changed ones.
 
         Untouched devices keep their link (connection, queue and queued commands). Returns the
-        ids per kind of change. Raises ReloadRefused for changes that need a restart.
+        ids per kind of change. Raises ReloadRefused for changes that need a restart, and when
+        a new device cannot be built: every new device (and a new Gateway session) is built
+        before anything running is stopped, so a refused reload leaves the old config running.
+        Reloads are serialized: one that arrives while another runs waits for it.
         """
+        async with self._reload_lock:
+            if self._stopping:
+                raise ReloadRefused("edge-proxy is shutting down")
+            return await self._reload(new)
+
+    async def _reload(self, new: Config) -> dict[str, list[str]]:
         old = self.config
         if new.edge.id != old.edge.id:
             raise ReloadRefused("edge.id changed: restart edge-proxy to take a new identity")
-        before = {d.id: self._signature(old, d) for d in old.devices}
-        after = {d.id: self._signature(new, d) for d in new.devices}
-        removed = [i for i in before if i not in after]
-        added = [i for i in after if i not in before]
-        changed = [i for i in after if i in before and after[i] != before[i]]
+        removed, added, changed = _changes(old, new)
+        going = {*removed, *changed}
+
+        # 1. build: new links only where no untouched device keeps the old one running
+        kept = {k: link for k, link in self.links.items() if set(link.devices) - going}
+        fresh: dict[Hashable, LinkRuntime] = {}
+        links = collections.ChainMap(fresh, kept)
+        built: dict[str, DeviceRuntime] = {}
+        for i, dev_cfg in enumerate(new.devices):
+            if dev_cfg.id in added or dev_cfg.id in changed:
+                try:
+                    built[dev_cfg.id] = _build_device(
+                        self.drivers, dev_cfg, new, links, self._on_state
+                    )
+                except Exception as exc:
+                    log.debug("building %s failed", dev_cfg.id, exc_info=True)
+                    raise ReloadRefused(_build_failure(i, dev_cfg, exc)) from exc
+        session = None
+        if new.gateway != old.gateway:
+            try:
+                session = self._make_session(new)
+            except StartupError as exc:
+                raise ReloadRefused(exc.message) from exc
+
+        # 2. swap: stop what goes, start what comes
+        previous = {i: self.devices[i].state for i in changed}
         for dev_id in removed + changed:
             await self._stop_device(dev_id, removed=dev_id in removed)
+        self.links.update(fresh)
         self.config = new
-        new_devices = {d.id: d for d in new.devices}
-        for dev_id in added + changed:
-            dev = self._build_device(new_devices[dev_id])
+        for dev_id, dev in built.items():
+            _attach(dev)
             self.devices[dev_id] = dev
             if self.metrics is not None:
                 dev.on_latency = self.metrics.observe_transaction
             self._start_device(dev)
             if dev_id in added:
                 self._on_state(dev, dev.state, None, "added by a configuration reload")
+            elif dev.state != previous[dev_id]:
+                self._on_state(dev, dev.state, previous[dev_id], _why(previous[dev_id], dev.state))
         # keep the configured order of devices (QUERY, REGISTER)
-        self.devices = {i: self.devices[i] for i in new_devices}
+        self.devices = {d.id: self.devices[d.id] for d in new.devices}
         self.engine.devices = dict(self.devices)
         self.engine.config = new.commands
         for link in self.links.values():
             link.max_queued = new.commands.max_queued_per_link
             link.aging = new.commands.aging
-        if new.gateway != old.gateway:
-            await self._restart_session()
+        if session is not None:
+            await self._restart_session(session)
         if new.metrics != old.metrics or new.control != old.control:
             log.warning("metrics and control settings change only at a restart")
         summary = {"added": added, "removed": removed, "changed": changed}
@@ -258,21 +288,14 @@ class Daemon:
         if dev.profile.poll is not None and dev.link is not None:
             self._polls[dev.id] = asyncio.create_task(self._poll(dev), name=f"poll:{dev.id}")
 
-    async def _restart_session(self) -> None:
+    async def _restart_session(self, session: Session) -> None:
         log.info("gateway settings changed: reconnecting")
         await self.session.stop()
         if self._session_task is not None:
             self._session_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._session_task
-        self.session = Session(
-            self.config.gateway,
-            self.factory,
-            self.outbox,
-            self.engine.handle_frame,
-            self.register_message,
-            self.status,
-        )
+        self.session = session
         self._session_task = asyncio.create_task(self.session.run(), name="gateway-session")
 
     async def start(self) -> None:
@@ -285,7 +308,10 @@ class Daemon:
                 self.control = None
         if self.metrics is not None and self.config.metrics.address is not None:
             host, port = self.config.metrics.address
-            self.metrics_port = self.metrics.start(host, port)
+            try:
+                self.metrics_port = self.metrics.start(host, port)
+            except OSError as exc:  # the daemon runs on without it, as without the control socket
+                log.error("metrics.listen %s unavailable: %s", self.config.metrics.listen, exc)
         for dev in self.devices.values():
             self._start_device(dev)
         self._session_task = asyncio.create_task(self.session.run(), name="gateway-session")
@@ -307,7 +333,15 @@ class Daemon:
             self.emit(self.factory.telemetry(dev.id, values))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking commands, finish in-flight ones within the grace, close everything."""
+        """Stop taking commands, finish in-flight ones within the grace, close everything.
+
+        A reload under way is finished first; none starts after this.
+        """
+        self._stopping = True
+        async with self._reload_lock:
+            await self._stop(grace)
+
+    async def _stop(self, grace: float | None) -> None:
         grace = self.config.commands.shutdown_grace if grace is None else grace
         log.info("shutting down (grace %.1fs)", grace)
         await self.engine.drain(grace)
@@ -334,3 +368,72 @@ class Daemon:
             self.spool.close()
         self.stopped.set()
         log.info("stopped")
+
+
+def _build_device(
+    drivers: DriverRegistry,
+    dev_cfg: DeviceConfig,
+    config: Config,
+    links: MutableMapping[Hashable, LinkRuntime],
+    on_state: StateListener,
+) -> DeviceRuntime:
+    """A device's runtime, not yet attached to its link nor started.
+
+    Its link is taken from ``links`` by the driver's share key, or made and put there.
+    Nothing running is touched, so a reload can build all its devices before it swaps.
+    """
+    profile = config.profiles[dev_cfg.profile]
+    if not dev_cfg.enabled:
+        return DeviceRuntime(dev_cfg, profile, None, None, on_state)
+    link_cfg = config.link_of(dev_cfg)
+    link_name = config.link_name_of(dev_cfg)
+    driver = drivers.get(link_cfg.driver)
+    key = driver.share_key(link_name, link_cfg)
+    runtime = links.get(key)
+    if runtime is None:
+        link = driver.link_class(link_name, link_cfg)
+        runtime = LinkRuntime(
+            link_name,
+            driver,
+            link,
+            link_cfg,
+            max_queued=config.commands.max_queued_per_link,
+            aging=config.commands.aging,
+        )
+        links[key] = runtime
+    adapter: Device = driver.device_class(runtime.link, dev_cfg, profile)
+    return DeviceRuntime(dev_cfg, profile, runtime, adapter, on_state)
+
+
+def _changes(old: Config, new: Config) -> tuple[list[str], list[str], list[str]]:
+    """The ids of the devices a reload removes, adds and restarts (changed)."""
+    before = {d.id: _signature(old, d) for d in old.devices}
+    after = {d.id: _signature(new, d) for d in new.devices}
+    removed = [i for i in before if i not in after]
+    added = [i for i in after if i not in before]
+    changed = [i for i in after if i in before and after[i] != before[i]]
+    return removed, added, changed
+
+
+def _signature(config: Config, dev: DeviceConfig) -> tuple[object, ...]:
+    """Everything that, when it changes, means the device must be restarted."""
+    return (dev, config.profiles[dev.profile], config.link_of(dev), config.link_name_of(dev))
+
+
+def _attach(device: DeviceRuntime) -> None:
+    """Put a built device on its link's list of devices."""
+    if device.link is not None:
+        device.link.devices[device.id] = device
+
+
+def _build_failure(index: int, dev_cfg: DeviceConfig, exc: BaseException) -> str:
+    return f"devices[{index}] ({dev_cfg.id}): cannot be set up: {str(exc) or type(exc).__name__}"
+
+
+def _why(previous: str, new: str) -> str:
+    """The reason a reload gives for a restarted device's new state."""
+    if new == "disabled":
+        return "disabled by a configuration reload"
+    if previous == "disabled":
+        return "enabled by a configuration reload"
+    return "restarted by a configuration reload"

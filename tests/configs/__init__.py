@@ -115,6 +115,37 @@ BROKEN_CASES: list[tuple[str, str, str]] = [
         "no driver named 'no-such-driver'",
     ),
     ("35-root-is-a-list.yaml", "<root>", "expected a mapping of sections"),
+    ("36-tls-ca-file-missing.yaml", "gateway.tls.ca_file", "does not exist"),
+    ("37-tls-cert-file-missing.yaml", "gateway.tls.cert_file", "does not exist"),
+    ("38-tls-key-file-missing.yaml", "gateway.tls.key_file", "does not exist"),
+    ("39-reconnect-initial-zero.yaml", "gateway.reconnect.initial", "greater than 0"),
+    ("40-link-reconnect-initial-zero.yaml", "links.sim-bus.reconnect.initial", "greater than 0"),
+    (
+        "41-request-template-undeclared-param.yaml",
+        "profiles.pillar-ascii.commands.SET_BRIGHTNESS.request",
+        "parameter {level} that params does not declare",
+    ),
+    (
+        "42-step-template-undeclared-param.yaml",
+        "profiles.pillar.commands.COMMISSION.steps[0].write.mode",
+        "parameter {mode} that params does not declare",
+    ),
+    (
+        "43-step-command-undeclared-param.yaml",
+        "profiles.pillar.commands.COMMISSION.steps[2].command",
+        "needs parameter {brightness}, which COMMISSION's params do not declare",
+    ),
+    ("44-line-terminator-empty.yaml", "profiles.pillar-ascii.line.terminator", "empty"),
+    (
+        "45-line-terminator-not-encodable.yaml",
+        "profiles.pillar-ascii.line.terminator",
+        "cannot be encoded in ascii",
+    ),
+    (
+        "46-write-template-unbalanced-brace.yaml",
+        "profiles.pillar.commands.SET_BRIGHTNESS.write.brightness",
+        "not a valid template",
+    ),
 ]
 
 
