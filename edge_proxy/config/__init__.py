@@ -2,8 +2,9 @@
 
 Import from here: the submodules are an implementation detail. They form one strict order,
 each importing only those before it: ``values`` (durations, sizes, ``${VAR}``, the model
-base) -> ``gateway`` -> ``profiles`` -> ``links`` -> ``devices`` -> ``limits`` -> ``model``
-(the root :class:`Config`) -> ``checks`` (cross-references) -> ``loader`` (YAML, errors);
+base) -> ``gateway`` -> ``telemetry`` (poll groups) -> ``profiles`` -> ``links`` -> ``devices``
+-> ``limits`` -> ``model`` (the root :class:`Config`) -> ``checks`` (cross-references) ->
+``loader`` (YAML, errors);
 ``schema`` (JSON Schema and the reference page) reads ``model``.
 """
 
@@ -31,12 +32,12 @@ from edge_proxy.config.profiles import (
     LineConfig,
     ParamConfig,
     PointConfig,
-    PollConfig,
     ProfileConfig,
     StepConfig,
     check_param,
     param_error,
 )
+from edge_proxy.config.telemetry import TelemetryConfig, TelemetryGroupConfig
 from edge_proxy.config.values import Duration, Size, interpolate_env, parse_duration, parse_size
 
 __all__ = [
@@ -57,12 +58,13 @@ __all__ = [
     "OutboxConfig",
     "ParamConfig",
     "PointConfig",
-    "PollConfig",
     "ProfileChecker",
     "ProfileConfig",
     "ReconnectConfig",
     "Size",
     "StepConfig",
+    "TelemetryConfig",
+    "TelemetryGroupConfig",
     "TlsConfig",
     "check_param",
     "cross_check",

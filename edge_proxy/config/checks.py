@@ -1,6 +1,6 @@
 """Cross-references between sections, checked once every section has its own shape right.
 
-Unique device ids, known profiles, links and drivers, points that commands and polls use,
+Unique device ids, known profiles, links and drivers, points that commands and telemetry use,
 parameters that templates name, line terminators, Modbus units that clash on one physical
 bus, and the files the config names (TLS certificates and keys). Every problem is one line
 ``path: problem``.
@@ -175,11 +175,71 @@ def _check_profile(at: str, profile: ProfileConfig, max_steps: int) -> list[str]
                             f"{sat}.command: {step.command} needs parameter {{{pname}}}, "
                             f"which {cname}'s params do not declare"
                         )
-    if profile.poll is not None:
-        errors += _check_points_used(f"{at}.poll.points", profile.poll.points, profile, write=False)
+    errors += _check_telemetry(f"{at}.telemetry", profile)
     if profile.line is not None:
         errors += _check_terminator(f"{at}.line.terminator", profile.line)
     return errors
+
+
+def _check_telemetry(at: str, profile: ProfileConfig) -> list[str]:
+    """Each poll group reads known, readable points, or runs a command that writes nothing."""
+    errors: list[str] = []
+    names: dict[str, int] = {}
+    for i, group in enumerate(profile.telemetry):
+        gat = f"{at}[{i}]"
+        if group.name in names:
+            errors.append(
+                f"{gat}.name: group {group.name!r} is already used by {at}[{names[group.name]}]"
+            )
+        names.setdefault(group.name, i)
+        if group.points == "*" and not group.point_names(profile):
+            errors.append(f'{gat}.points: "*" finds no readable point in the profile')
+        elif isinstance(group.points, list):
+            seen: set[str] = set()
+            for j, name in enumerate(group.points):
+                errors += _check_points_used(f"{gat}.points[{j}]", [name], profile, write=False)
+                if name in seen:
+                    errors.append(f"{gat}.points[{j}]: point {name!r} is listed twice")
+                seen.add(name)
+        if group.command is not None:
+            errors += _check_poll_command(f"{gat}.command", group.command, profile)
+    return errors
+
+
+def _check_poll_command(at: str, name: str, profile: ProfileConfig) -> list[str]:
+    """A group's command exists, writes nothing and needs no parameter a poll cannot give."""
+    cmd = profile.commands.get(name)
+    if cmd is None:
+        known = ", ".join(sorted(profile.commands)) or "none defined"
+        return [f"{at}: unknown command {name!r} (known: {known})"]
+    writer = _writing_part(name, profile, set())
+    if writer is not None:
+        return [f"{at}: command {name!r} writes ({writer}): a poll must only read"]
+    needed = [p for p, spec in cmd.params.items() if spec.required and spec.default is None]
+    if needed:
+        return [f"{at}: command {name!r} needs parameter {needed[0]!r}, which a poll cannot give"]
+    return []
+
+
+def _writing_part(name: str, profile: ProfileConfig, seen: set[str]) -> str | None:
+    """Where command ``name`` writes (``write``, ``steps[1].write``, ...), or None if it does not.
+
+    A ``request:`` (line protocol) is not a write: what it does is the device's business.
+    """
+    cmd = profile.commands.get(name)
+    if cmd is None or name in seen:
+        return None
+    seen.add(name)
+    if cmd.write:
+        return "write"
+    for j, step in enumerate(cmd.steps or ()):
+        if step.write:
+            return f"steps[{j}].write"
+        if step.command is not None:
+            inner = _writing_part(step.command, profile, seen)
+            if inner is not None:
+                return f"steps[{j}].command {step.command}: {inner}"
+    return None
 
 
 def _check_templates(at: str, cmd: CommandConfig, profile: ProfileConfig) -> list[str]:

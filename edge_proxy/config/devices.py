@@ -21,6 +21,7 @@ class DeviceConfig(_Model):
     link: LinkRef = Field(description="A name from links, or an inline link mapping.")
     unit: int | None = Field(None, ge=0, le=247, description="Modbus unit id; default 1.")
     enabled: bool = Field(True, description="false: configured but not started (disabled).")
+    telemetry: bool = Field(True, description="false: the device does not poll its groups.")
     name: str | None = Field(None, description="Human name.")
     description: str | None = Field(None, description="Free text.")
 

@@ -12,6 +12,7 @@ from edge_proxy.config.gateway import EdgeConfig, GatewayConfig
 from edge_proxy.config.limits import CommandsConfig, ControlConfig, MetricsConfig
 from edge_proxy.config.links import LinkConfig
 from edge_proxy.config.profiles import ProfileConfig
+from edge_proxy.config.telemetry import TelemetryConfig
 from edge_proxy.config.values import _Model
 
 
@@ -26,6 +27,7 @@ class Config(_Model):
     commands: CommandsConfig = CommandsConfig()
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value of the file (its ``SecretStr`` keys), for logs to redact."""

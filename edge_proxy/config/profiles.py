@@ -1,4 +1,4 @@
-"""The ``profiles:`` section: what a kind of device can do (points, commands, polls).
+"""The ``profiles:`` section: what a kind of device can do (points, commands, telemetry).
 
 Also :func:`check_param`, the one check of a command parameter against its declaration,
 shared by the config (a parameter's ``default``) and the planner (a COMMAND's values).
@@ -12,8 +12,18 @@ import re
 import string
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
+from edge_proxy.config.telemetry import TelemetryGroupConfig
 from edge_proxy.config.values import Duration, Size, _Model
 from edge_proxy.errors import EdgeProxyError, RequestError
 
@@ -53,6 +63,12 @@ _REGISTER_TABLES: list[JsonValue] = [
 _READ_ONLY_TABLES: list[JsonValue] = [
     k for k, v in _TABLE_ALIASES.items() if v in ("input", "discrete_input")
 ]
+_BIT_TABLES: list[JsonValue] = [
+    k for k, v in _TABLE_ALIASES.items() if v in ("coil", "discrete_input")
+]
+#: JSON Schema pattern of a percentage deadband above 0 (``"2%"``, ``"0.5%"``).
+PERCENT_PATTERN = r"^\s*(?=[^1-9]*[1-9])\d+(\.\d+)?\s*%\s*$"
+_DEADBAND_FORM = 'expected a number >= 0 or a percentage of the min..max span such as "2%"'
 
 
 class PointConfig(_Model):
@@ -83,6 +99,24 @@ class PointConfig(_Model):
                     },
                     "then": {"properties": {"access": {"const": "r"}}},
                 },
+                {
+                    "if": {
+                        "properties": {"type": {"enum": ["bool", "string"]}},
+                        "required": ["type"],
+                    },
+                    "then": {"not": {"required": ["deadband"]}},
+                },
+                {
+                    "if": {"properties": {"table": {"enum": _BIT_TABLES}}, "required": ["table"]},
+                    "then": {"not": {"required": ["deadband"]}},
+                },
+                {
+                    "if": {
+                        "properties": {"deadband": {"type": "string"}},
+                        "required": ["deadband"],
+                    },
+                    "then": {"required": ["min", "max"]},
+                },
             ]
         }
     )
@@ -112,6 +146,21 @@ class PointConfig(_Model):
     max: float | None = Field(None, description="Highest value a write may set.")
     unit: str | None = Field(None, description="Engineering unit, reported in QUERY.")
     description: str | None = Field(None, description="Free text, reported in QUERY.")
+    deadband: Annotated[
+        float | str | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0},
+                    {"type": "string", "pattern": PERCENT_PATTERN},
+                ]
+            }
+        ),
+    ] = Field(
+        None,
+        description='Telemetry report: change: a number is an absolute change; "2%" a share '
+        "of the min..max span (both set). Default: any change is reported.",
+    )
 
     @field_validator("table", mode="before")
     @classmethod
@@ -119,6 +168,33 @@ class PointConfig(_Model):
         if isinstance(v, str) and v.strip().lower() in _TABLE_ALIASES:
             return _TABLE_ALIASES[v.strip().lower()]
         return v
+
+    @field_validator("deadband", mode="before")
+    @classmethod
+    def _deadband(cls, v: object, info: ValidationInfo) -> object:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ValueError(_DEADBAND_FORM)
+        text = v.strip() if isinstance(v, str) else None
+        try:
+            number = float(text.removesuffix("%") if text is not None else v)
+        except ValueError:
+            raise ValueError(_DEADBAND_FORM) from None
+        percent = text is not None and text.endswith("%")
+        if not math.isfinite(number) or number < 0 or (percent and number == 0):
+            raise ValueError(
+                "a percentage deadband must be above 0%" if percent else _DEADBAND_FORM
+            )
+        kind = info.data.get("type")
+        if kind in ("bool", "string"):
+            raise ValueError(f"a {kind} point takes no deadband: it is reported on any change")
+        if percent and (info.data.get("min") is None or info.data.get("max") is None):
+            raise ValueError(
+                "a percentage deadband needs both min and max on the point "
+                "(it is a share of their span)"
+            )
+        return text if percent else number
 
     @model_validator(mode="before")
     @classmethod
@@ -172,6 +248,14 @@ class PointConfig(_Model):
     def writable(self) -> bool:
         """Whether writes are allowed."""
         return "w" in self.access
+
+    def deadband_value(self) -> float:
+        """The deadband in engineering units (a percentage taken of max - min); 0.0 unset."""
+        if isinstance(self.deadband, str):
+            if self.min is None or self.max is None:
+                return 0.0  # refused at load; a model built by hand gets no deadband
+            return (self.max - self.min) * float(self.deadband.removesuffix("%")) / 100
+        return 0.0 if self.deadband is None else float(self.deadband)
 
 
 #: The types a command parameter can declare.
@@ -398,13 +482,6 @@ class LineConfig(_Model):
         return v
 
 
-class PollConfig(_Model):
-    """Periodic reads sent to the Gateway as telemetry."""
-
-    interval: Duration = Field(gt=0, description="How often the points are read.")
-    points: list[str] = Field(min_length=1, description="Points sent as telemetry.")
-
-
 class ProfileConfig(_Model):
     """What a kind of device can do."""
 
@@ -412,4 +489,16 @@ class ProfileConfig(_Model):
     points: dict[str, PointConfig] = Field({}, description="Typed values of the device, by name.")
     commands: dict[str, CommandConfig] = Field({}, description="Commands, by commandCode.")
     line: LineConfig | None = Field(None, description="Framing, for text line protocols.")
-    poll: PollConfig | None = Field(None, description="Periodic telemetry reads.")
+    telemetry: list[TelemetryGroupConfig] = Field(
+        [], description="Poll groups: every device of the profile reads each and reports it."
+    )
+    # ``poll:`` of earlier versions: refused with an error that names its replacement
+    poll_retired: SkipJsonSchema[None] = Field(None, alias="poll", exclude=True, repr=False)
+
+    @field_validator("poll_retired", mode="before")
+    @classmethod
+    def _poll_is_replaced(cls, v: object) -> None:
+        raise ValueError(
+            "poll: is replaced by telemetry:, a list of poll groups "
+            "(telemetry: [{interval: 10s, points: [...]}])"
+        )

@@ -33,7 +33,7 @@ CROSS_CHECKS_ONLY = (
     "device ids are unique",
     "a device's profile and named link exist",
     "two enabled devices on one physical bus do not share a Modbus unit",
-    "points named by commands, steps and polls exist and allow the access",
+    "points named by commands, steps and telemetry groups exist and allow the access",
     "a template (a write, a step's write, a request) is well-formed and names declared params; "
     "a step's command finds the parameters it needs among its caller's",
     "min is not above max; a default lies in its own range",
@@ -43,6 +43,9 @@ CROSS_CHECKS_ONLY = (
     "${VAR} without a default names a set environment variable",
     "a line terminator can be written in the line's encoding; a request's own text lacks it",
     "the gateway.tls files exist and can be read",
+    "a telemetry group's command exists, writes nothing (nor do its steps) and needs no "
+    'parameter; group names are unique in a profile; "*" finds a readable point',
+    'a poll interval is at least 10ms also when written with a unit ("5ms")',
 )
 
 #: Examples for keys whose default does not show a typical value, by dotted path.
@@ -75,8 +78,13 @@ EXAMPLES: dict[str, Any] = {
     "profiles.<name>.commands.<name>.request": "BRT {brightness:03d}",
     "profiles.<name>.commands.<name>.expect": "^OK$",
     "profiles.<name>.commands.<name>.timeout": "2s",
-    "profiles.<name>.poll.interval": "10s",
-    "profiles.<name>.poll.points": ["temperature"],
+    "profiles.<name>.points.<name>.deadband": 0.2,
+    "profiles.<name>.telemetry[].name": "fast",
+    "profiles.<name>.telemetry[].interval": "1s",
+    "profiles.<name>.telemetry[].points": ["door_state", "temperature"],
+    "profiles.<name>.telemetry[].command": "STATUS",
+    "profiles.<name>.telemetry[].heartbeat": "10m",
+    "profiles.<name>.telemetry[].min_interval": "10s",
     "devices[].id": "pillar-001",
     "devices[].type": "pillar",
     "devices[].profile": "pillar-modbus",

@@ -17,7 +17,7 @@ from edge_proxy.drivers import Device, DriverRegistry, registry
 from edge_proxy.errors import EdgeProxyError
 from edge_proxy.ops.control import ControlServer
 from edge_proxy.ops.metrics import Metrics
-from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime, StateListener
+from edge_proxy.runtime.devices import DeviceRuntime, LinkRuntime, StateListener
 from edge_proxy.runtime.engine import Engine
 from edge_proxy.runtime.outbox import Outbox
 from edge_proxy.runtime.session import Session
@@ -67,7 +67,6 @@ class Daemon:
         #: held while a reload runs; reloads (and stop) take turns
         self._reload_lock = asyncio.Lock()
         self._stopping = False
-        self._polls: dict[str, asyncio.Task[None]] = {}
         self._session_task: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
         self.control: ControlServer | None = None
@@ -261,11 +260,6 @@ class Daemon:
     async def _stop_device(self, dev_id: str, *, removed: bool) -> None:
         dev = self.devices.pop(dev_id)
         await dev.stop_health()
-        poll = self._polls.pop(dev_id, None)
-        if poll is not None:
-            poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poll
         link = dev.link
         if link is not None:
             link.devices.pop(dev_id, None)
@@ -285,8 +279,6 @@ class Daemon:
         if dev.link is not None:
             dev.link.start()
         dev.start_health()
-        if dev.profile.poll is not None and dev.link is not None:
-            self._polls[dev.id] = asyncio.create_task(self._poll(dev), name=f"poll:{dev.id}")
 
     async def _restart_session(self, session: Session) -> None:
         log.info("gateway settings changed: reconnecting")
@@ -299,7 +291,7 @@ class Daemon:
         self._session_task = asyncio.create_task(self.session.run(), name="gateway-session")
 
     async def start(self) -> None:
-        """Start link workers, device health loops, pollers and the Gateway session."""
+        """Start link workers, device health loops and the Gateway session."""
         if self.control is not None:
             try:
                 await self.control.start()
@@ -316,22 +308,6 @@ class Daemon:
             self._start_device(dev)
         self._session_task = asyncio.create_task(self.session.run(), name="gateway-session")
 
-    async def _poll(self, dev: DeviceRuntime) -> None:
-        assert dev.profile.poll is not None and dev.link is not None
-        poll = dev.profile.poll
-        while True:
-            await asyncio.sleep(poll.interval)
-            if dev.state != "online":
-                continue
-            try:
-                values = await dev.link.run(
-                    dev, BACKGROUND, lambda adapter: adapter.read(poll.points)
-                )
-            except (EdgeProxyError, OSError, TimeoutError) as exc:
-                log.debug("poll failed: %s", exc, extra={"device_id": dev.id})
-                continue
-            self.emit(self.factory.telemetry(dev.id, values))
-
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking commands, finish in-flight ones within the grace, close everything.
 
@@ -346,15 +322,11 @@ class Daemon:
         log.info("shutting down (grace %.1fs)", grace)
         await self.engine.drain(grace)
         await self.session.stop()
-        tasks = [*self._polls.values(), self._session_task]
-        for task in tasks:
-            if task is not None:
-                task.cancel()
-        for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._polls.clear()
+        task = self._session_task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self._session_task = None
         for dev in self.devices.values():
             await dev.stop_health()

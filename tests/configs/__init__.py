@@ -146,6 +146,48 @@ BROKEN_CASES: list[tuple[str, str, str]] = [
         "profiles.pillar.commands.SET_BRIGHTNESS.write.brightness",
         "not a valid template",
     ),
+    (
+        "47-telemetry-unknown-point.yaml",
+        "profiles.pillar.telemetry[0].points[1]",
+        "point 'temprature' is not declared",
+    ),
+    (
+        "48-telemetry-write-only-point.yaml",
+        "profiles.pillar.telemetry[0].points[1]",
+        "point 'door_cmd' is write-only",
+    ),
+    (
+        "49-telemetry-command-writes.yaml",
+        "profiles.pillar.telemetry[1].command",
+        "command 'COMMISSION' writes (steps[0].write)",
+    ),
+    (
+        "50-telemetry-interval-too-short.yaml",
+        "profiles.pillar.telemetry[0].interval",
+        "under 10 ms",
+    ),
+    (
+        "51-telemetry-duplicate-group-name.yaml",
+        "profiles.pillar.telemetry[1].name",
+        "group 'fast' is already used by profiles.pillar.telemetry[0]",
+    ),
+    (
+        "52-telemetry-points-and-command.yaml",
+        "profiles.pillar.telemetry[0]",
+        "points or command, not both",
+    ),
+    (
+        "53-percent-deadband-without-range.yaml",
+        "profiles.pillar.points.mode.deadband",
+        "needs both min and max",
+    ),
+    ("54-deadband-on-bool-point.yaml", "profiles.pillar.points.relay.deadband", "no deadband"),
+    ("55-profile-poll-key.yaml", "profiles.pillar.poll", "replaced by telemetry:"),
+    (
+        "56-telemetry-unknown-command.yaml",
+        "profiles.pillar-ascii.telemetry[0].command",
+        "unknown command 'STAUS'",
+    ),
 ]
 
 

@@ -206,7 +206,10 @@ async def test_stop_closes_with_1001(gateway: Gateway, edge_factory: EdgeFactory
 async def test_outbox_overflow_while_gateway_down(edge_factory: EdgeFactory) -> None:
     tree = base_tree(f"ws://127.0.0.1:{free_port()}")
     tree["gateway"]["outbox"] = {"max_messages": 3}
-    tree["profiles"]["pillar"]["poll"] = {"interval": "20ms", "points": ["mode"]}
+    tree["telemetry"] = {"buffer": "queue"}  # every message queued while the Gateway is down
+    tree["profiles"]["pillar"]["telemetry"] = [
+        {"interval": "20ms", "points": ["mode"], "report": "always"}
+    ]
     daemon = await edge_factory(make_config(tree))
     for _ in range(300):
         if daemon.outbox.dropped.get("telemetry", 0) >= 3:

@@ -50,6 +50,14 @@ WHOLE_FILE_ONLY = {
     "45-line-terminator-not-encodable.yaml",
     # a template's syntax, like a regular expression's, needs a parser
     "46-write-template-unbalanced-brace.yaml",
+    # a telemetry group against the profile's points and commands
+    "47-telemetry-unknown-point.yaml",
+    "48-telemetry-write-only-point.yaml",
+    "49-telemetry-command-writes.yaml",
+    "51-telemetry-duplicate-group-name.yaml",
+    "56-telemetry-unknown-command.yaml",
+    # "5ms" is a duration string: its value needs parsing (a number under 0.01 is caught)
+    "50-telemetry-interval-too-short.yaml",
 }
 
 
