@@ -115,6 +115,17 @@ class Device(ABC):
     async def write(self, values: Mapping[str, Any]) -> None:
         """Write the named points (already checked writable and in range)."""
 
+    def read_plan(self, points: Sequence[str], *, contiguous: bool = False) -> list[list[str]]:
+        """How a read of ``points`` splits into transactions: one list of point names each.
+
+        The telemetry collector calls this once per poll group, when the config is loaded, and
+        runs each part as a job of its own on the link, so a command waits at most for one
+        transaction. ``contiguous`` asks for parts that span no unused address (used after the
+        device refused a read across a hole). The default is one transaction for all.
+        """
+        del contiguous
+        return [list(points)] if points else []
+
     async def execute(self, command: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Run a profile command that has a ``request`` (text protocols); return result values."""
         raise DeviceException(f"driver cannot run request command {command!r}")

@@ -6,34 +6,36 @@ import asyncio
 import collections
 import contextlib
 import logging
-import sqlite3
-import time
-from collections.abc import Hashable, MutableMapping
+from collections.abc import Hashable
 from typing import Any
 
 from edge_proxy import __version__
-from edge_proxy.config import Config, DeviceConfig
-from edge_proxy.drivers import Device, DriverRegistry, registry
-from edge_proxy.errors import EdgeProxyError
+from edge_proxy.config import Config
+from edge_proxy.drivers import DriverRegistry, registry
 from edge_proxy.ops.control import ControlServer
 from edge_proxy.ops.metrics import Metrics
-from edge_proxy.runtime.devices import DeviceRuntime, LinkRuntime, StateListener
+from edge_proxy.ops.wiring import (
+    ReloadRefused,
+    StartupError,
+    attach,
+    build_device,
+    build_failure,
+    changes,
+    heartbeat_status,
+    open_spool,
+    status_report,
+    why,
+)
+from edge_proxy.runtime.devices import DeviceRuntime, LinkRuntime
 from edge_proxy.runtime.engine import Engine
 from edge_proxy.runtime.outbox import Outbox
 from edge_proxy.runtime.session import Session
-from edge_proxy.runtime.spool import Spool
-from edge_proxy.wire import framing
+from edge_proxy.runtime.telemetry import Telemetry
 from edge_proxy.wire import messages as protocol
 
+__all__ = ["Daemon", "ReloadRefused", "StartupError"]
+
 log = logging.getLogger(__name__)
-
-
-class ReloadRefused(EdgeProxyError):
-    """A new configuration that cannot be applied without a restart."""
-
-
-class StartupError(EdgeProxyError):
-    """The daemon cannot start: a spool, TLS file or device the config names cannot be set up."""
 
 
 class Daemon:
@@ -57,10 +59,10 @@ class Daemon:
         self.engine.room = self.outbox
         for i, dev_cfg in enumerate(config.devices):
             try:
-                device = _build_device(self.drivers, dev_cfg, config, self.links, self._on_state)
+                device = build_device(self.drivers, dev_cfg, config, self.links, self._on_state)
             except Exception as exc:  # a driver's failure: name the device, not a traceback
-                raise StartupError(_build_failure(i, dev_cfg, exc)) from exc
-            _attach(device)
+                raise StartupError(build_failure(i, dev_cfg, exc)) from exc
+            attach(device)
             self.devices[dev_cfg.id] = device
         self.engine.devices = dict(self.devices)
         self.session = self._make_session(config)
@@ -81,41 +83,27 @@ class Daemon:
             self.engine.on_terminal = self.metrics.observe_command
             for dev in self.devices.values():
                 dev.on_latency = self.metrics.observe_transaction
-        self.spool: Spool | None = None
-        if config.gateway.outbox.spool:
-            try:
-                self.spool = Spool(
-                    config.gateway.outbox.spool,
-                    keep=config.commands.dedup_window,
-                    keep_max=config.commands.dedup_max,
-                )
-            except (OSError, sqlite3.Error) as exc:
-                raise StartupError(
-                    f"gateway.outbox.spool: cannot open {config.gateway.outbox.spool}: {exc}"
-                ) from exc
-            self.engine.journal = self.spool
-            self.outbox.on_done = self.spool.sent
-            now = time.monotonic()
-            pending = self.spool.recover(self.factory)
-            # repeats of commands answered before the restart are answered, not run again
-            for age, msg, targets in self.spool.delivered():
-                self._remember(msg, targets, now - age)
-            for spool_id, msg, targets in pending:
-                self.outbox.put(msg, spool_id)
-                self._remember(msg, targets, now)
-            # from here on the outbox sends a spooled message only once its row is committed
-            self.outbox.mark_durable(self.spool.committed)
-            self.spool.on_commit = self.outbox.mark_durable
+        self.spool = open_spool(config, self.factory, self.outbox, self.engine)
+        self.telemetry = self._new_telemetry(config)
 
-    def _remember(self, msg: dict[str, Any], targets: list[str], at: float) -> None:
-        ref = msg.get("requestRef")
-        if isinstance(ref, str):
-            self.engine.finished.add(ref, msg, targets, framing.size(msg), at=at)
+    def _new_telemetry(self, config: Config) -> Telemetry:
+        """A collector for every device (the per-device seq goes on across a reload)."""
+        old = getattr(self, "telemetry", None)
+        telemetry = Telemetry(
+            config, self.factory, self.emit, lambda: self.session.state == "online"
+        )
+        if old is not None:
+            telemetry.seq = old.seq
+        for dev in self.devices.values():
+            telemetry.add_device(dev)
+        self.engine.telemetry = telemetry
+        self.engine.executor.on_written = telemetry.written
+        return telemetry
 
     def _make_session(self, config: Config) -> Session:
         """A Gateway session for ``config`` (not started); StartupError if TLS cannot load."""
         try:
-            return Session(
+            session = Session(
                 config.gateway,
                 self.factory,
                 self.outbox,
@@ -126,6 +114,12 @@ class Daemon:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             where = "gateway.tls" if config.gateway.tls is not None else "gateway"
             raise StartupError(f"{where}: cannot set up the Gateway connection: {exc}") from exc
+        session.on_registered = self._registered
+        return session
+
+    def _registered(self) -> None:
+        # after every REGISTER: the telemetry snapshots (of the collector of the moment)
+        self.telemetry.gateway_connected()
 
     # ------------------------------------------------------------------ outputs
 
@@ -138,6 +132,9 @@ class Daemon:
 
     def _on_state(self, dev: DeviceRuntime, new: str, previous: str | None, reason: str) -> None:
         self.emit(self.factory.device_status(dev.id, dev.config.type, new, previous, reason))
+        telemetry = getattr(self, "telemetry", None)  # not yet there while devices are built
+        if telemetry is not None:
+            telemetry.device_state(dev.id, new, previous)
 
     def register_message(self) -> dict[str, Any]:
         """REGISTER with every device and its state."""
@@ -152,35 +149,11 @@ class Daemon:
 
     def status_report(self) -> dict[str, Any]:
         """Everything `edge-proxy status` shows."""
-        s = self.session
-        return {
-            "edge": self.config.edge.id,
-            "gateway": {
-                "url": self.config.gateway.url,
-                "state": s.state,
-                "connects": s.connects,
-                "failures": s.failures,
-                "lastError": s.last_error,
-            },
-            "outbox": {
-                "messages": self.outbox.count,
-                "bytes": self.outbox.bytes,
-                "dropped": dict(self.outbox.dropped),
-            },
-            "inFlight": self.engine.in_flight(),
-            "devices": [d.status() for d in self.devices.values()],
-        }
+        return status_report(self.config, self.session, self.outbox, self.engine, self.devices)
 
     def status(self) -> dict[str, Any]:
         """The HEARTBEAT status block."""
-        return {
-            "devicesOnline": sum(1 for d in self.devices.values() if d.state == "online"),
-            "devicesTotal": len(self.devices),
-            "inFlight": self.engine.in_flight(),
-            "outboxDepth": self.outbox.count,
-        }
-
-    # ------------------------------------------------------------------ lifecycle
+        return heartbeat_status(self.devices.values(), self.engine, self.outbox)
 
     # ------------------------------------------------------------------ reload (SIGHUP)
 
@@ -202,7 +175,7 @@ class Daemon:
         old = self.config
         if new.edge.id != old.edge.id:
             raise ReloadRefused("edge.id changed: restart edge-proxy to take a new identity")
-        removed, added, changed = _changes(old, new)
+        removed, added, changed = changes(old, new)
         going = {*removed, *changed}
 
         # 1. build: new links only where no untouched device keeps the old one running
@@ -213,12 +186,12 @@ class Daemon:
         for i, dev_cfg in enumerate(new.devices):
             if dev_cfg.id in added or dev_cfg.id in changed:
                 try:
-                    built[dev_cfg.id] = _build_device(
+                    built[dev_cfg.id] = build_device(
                         self.drivers, dev_cfg, new, links, self._on_state
                     )
                 except Exception as exc:
                     log.debug("building %s failed", dev_cfg.id, exc_info=True)
-                    raise ReloadRefused(_build_failure(i, dev_cfg, exc)) from exc
+                    raise ReloadRefused(build_failure(i, dev_cfg, exc)) from exc
         session = None
         if new.gateway != old.gateway:
             try:
@@ -233,7 +206,7 @@ class Daemon:
         self.links.update(fresh)
         self.config = new
         for dev_id, dev in built.items():
-            _attach(dev)
+            attach(dev)
             self.devices[dev_id] = dev
             if self.metrics is not None:
                 dev.on_latency = self.metrics.observe_transaction
@@ -241,11 +214,15 @@ class Daemon:
             if dev_id in added:
                 self._on_state(dev, dev.state, None, "added by a configuration reload")
             elif dev.state != previous[dev_id]:
-                self._on_state(dev, dev.state, previous[dev_id], _why(previous[dev_id], dev.state))
+                self._on_state(dev, dev.state, previous[dev_id], why(previous[dev_id], dev.state))
         # keep the configured order of devices (QUERY, REGISTER)
         self.devices = {d.id: self.devices[d.id] for d in new.devices}
         self.engine.devices = dict(self.devices)
         self.engine.config = new.commands
+        # poll groups follow the new devices (reporters start over: snapshots come first)
+        await self.telemetry.stop()
+        self.telemetry = self._new_telemetry(new)
+        self.telemetry.start()
         for link in self.links.values():
             link.max_queued = new.commands.max_queued_per_link
             link.aging = new.commands.aging
@@ -306,6 +283,7 @@ class Daemon:
                 log.error("metrics.listen %s unavailable: %s", self.config.metrics.listen, exc)
         for dev in self.devices.values():
             self._start_device(dev)
+        self.telemetry.start()
         self._session_task = asyncio.create_task(self.session.run(), name="gateway-session")
 
     async def stop(self, grace: float | None = None) -> None:
@@ -321,6 +299,7 @@ class Daemon:
         grace = self.config.commands.shutdown_grace if grace is None else grace
         log.info("shutting down (grace %.1fs)", grace)
         await self.engine.drain(grace)
+        await self.telemetry.stop()
         await self.session.stop()
         task = self._session_task
         if task is not None:
@@ -340,72 +319,3 @@ class Daemon:
             self.spool.close()
         self.stopped.set()
         log.info("stopped")
-
-
-def _build_device(
-    drivers: DriverRegistry,
-    dev_cfg: DeviceConfig,
-    config: Config,
-    links: MutableMapping[Hashable, LinkRuntime],
-    on_state: StateListener,
-) -> DeviceRuntime:
-    """A device's runtime, not yet attached to its link nor started.
-
-    Its link is taken from ``links`` by the driver's share key, or made and put there.
-    Nothing running is touched, so a reload can build all its devices before it swaps.
-    """
-    profile = config.profiles[dev_cfg.profile]
-    if not dev_cfg.enabled:
-        return DeviceRuntime(dev_cfg, profile, None, None, on_state)
-    link_cfg = config.link_of(dev_cfg)
-    link_name = config.link_name_of(dev_cfg)
-    driver = drivers.get(link_cfg.driver)
-    key = driver.share_key(link_name, link_cfg)
-    runtime = links.get(key)
-    if runtime is None:
-        link = driver.link_class(link_name, link_cfg)
-        runtime = LinkRuntime(
-            link_name,
-            driver,
-            link,
-            link_cfg,
-            max_queued=config.commands.max_queued_per_link,
-            aging=config.commands.aging,
-        )
-        links[key] = runtime
-    adapter: Device = driver.device_class(runtime.link, dev_cfg, profile)
-    return DeviceRuntime(dev_cfg, profile, runtime, adapter, on_state)
-
-
-def _changes(old: Config, new: Config) -> tuple[list[str], list[str], list[str]]:
-    """The ids of the devices a reload removes, adds and restarts (changed)."""
-    before = {d.id: _signature(old, d) for d in old.devices}
-    after = {d.id: _signature(new, d) for d in new.devices}
-    removed = [i for i in before if i not in after]
-    added = [i for i in after if i not in before]
-    changed = [i for i in after if i in before and after[i] != before[i]]
-    return removed, added, changed
-
-
-def _signature(config: Config, dev: DeviceConfig) -> tuple[object, ...]:
-    """Everything that, when it changes, means the device must be restarted."""
-    return (dev, config.profiles[dev.profile], config.link_of(dev), config.link_name_of(dev))
-
-
-def _attach(device: DeviceRuntime) -> None:
-    """Put a built device on its link's list of devices."""
-    if device.link is not None:
-        device.link.devices[device.id] = device
-
-
-def _build_failure(index: int, dev_cfg: DeviceConfig, exc: BaseException) -> str:
-    return f"devices[{index}] ({dev_cfg.id}): cannot be set up: {str(exc) or type(exc).__name__}"
-
-
-def _why(previous: str, new: str) -> str:
-    """The reason a reload gives for a restarted device's new state."""
-    if new == "disabled":
-        return "disabled by a configuration reload"
-    if previous == "disabled":
-        return "enabled by a configuration reload"
-    return "restarted by a configuration reload"

@@ -24,7 +24,7 @@ from edge_proxy.errors import RequestError
 from edge_proxy.runtime.dedup import DedupStore
 from edge_proxy.runtime.devices import DeviceRuntime
 from edge_proxy.runtime.executor import CommandState, Executor, ProgressUpdate
-from edge_proxy.runtime.queries import answer_query
+from edge_proxy.runtime.queries import TelemetryView, answer_query
 from edge_proxy.wire import framing
 from edge_proxy.wire import messages as protocol
 from edge_proxy.wire.names import LOCAL_PREFIX
@@ -92,6 +92,8 @@ class Engine:
         self.journal: Journal | None = None
         #: where terminals wait for the Gateway (the outbox): room is reserved before an ack
         self.room: TerminalRoom | None = None
+        #: the telemetry collector, for QUERY values and the devices' poll figures
+        self.telemetry: TelemetryView | None = None
 
     @property
     def config(self) -> CommandsConfig:
@@ -372,7 +374,9 @@ class Engine:
             raise RequestError(
                 "INVALID_COMMAND", "QUERY needs a requestRef", {"field": "requestRef"}
             )
-        result = answer_query(msg.body, self.devices, self.finished, self.max_frame)
+        result = answer_query(
+            msg.body, self.devices, self.finished, self.max_frame, self.telemetry
+        )
         self.emit(self.factory.response(ref, "completed", result=result, duration_ms=0))
 
     # ------------------------------------------------------------------ shutdown and status

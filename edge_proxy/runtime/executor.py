@@ -18,7 +18,7 @@ from typing import Any
 
 from edge_proxy.core.plan import Plan, Step
 from edge_proxy.drivers import Device, OperationContext
-from edge_proxy.errors import DeviceOffline, OperationAborted, error_body
+from edge_proxy.errors import DeviceException, DeviceOffline, OperationAborted, error_body
 from edge_proxy.runtime.devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
 from edge_proxy.wire.messages import CommandRequest
 
@@ -53,12 +53,42 @@ class CommandState:
     progress_handle: asyncio.TimerHandle | None = None
 
 
+async def read_split(adapter: Device, points: list[str]) -> dict[str, Any]:
+    """Read points; if the device refuses the merged read, point by point (protocol.md).
+
+    Returns ``{"values": ...}``, plus ``"errors": {point: error}`` for the refused points;
+    raises the device's exception when not one point could be read.
+    """
+    try:
+        return {"values": await adapter.read(points)}
+    except DeviceException:
+        if len(points) == 1:
+            raise
+    values: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    first: DeviceException | None = None
+    for name in points:
+        try:
+            values.update(await adapter.read([name]))
+        except DeviceException as exc:
+            first = first or exc
+            errors[name] = error_body(exc)
+    if not values and first is not None:
+        raise first
+    out: dict[str, Any] = {"values": values}
+    if errors:
+        out["errors"] = errors
+    return out
+
+
 class Executor:
     """Runs plans on the devices' links."""
 
     def __init__(self, devices: dict[str, DeviceRuntime], progress: Progress) -> None:
         self.devices = devices
         self.progress = progress
+        #: told which points a command wrote (telemetry reads them back)
+        self.on_written: Callable[[str, list[str]], None] | None = None
 
     def abort(self, cs: CommandState, reason: str) -> None:
         """Stop a command: drop its queued jobs; a running job stops at its next checkpoint."""
@@ -84,7 +114,7 @@ class Executor:
 
         async def op(adapter: Device) -> Any:
             if step.kind == "read":
-                return {"values": await adapter.read(step.points)}
+                return await read_split(adapter, step.points)
             if step.kind == "write":
                 await adapter.write(step.values)
                 return {"values": dict(step.values)}
@@ -93,9 +123,12 @@ class Executor:
         job = dev.link.submit(dev, level, op, cs.ctx)
         cs.jobs.add(job)
         try:
-            return await job.future
+            out = await job.future
         finally:
             cs.jobs.discard(job)
+        if step.kind == "write" and self.on_written is not None:
+            self.on_written(dev.id, list(step.values))
+        return out
 
     async def _run_steps(
         self,
@@ -108,6 +141,7 @@ class Executor:
         # ``results`` is filled in place so an aborted run still reports what finished
         results = [] if results is None else results
         values: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
         status = "completed"
         first_error: BaseException | None = None
         for i, step in enumerate(steps):
@@ -125,7 +159,10 @@ class Executor:
                     return "failed", results, values, exc
                 status = "partial"
             else:
-                entry["status"] = "completed"
+                entry["status"] = "partial" if out and out.get("errors") else "completed"
+                if entry["status"] == "partial":
+                    status = "partial"
+                    errors.update(out["errors"])
                 if out is not None:
                     entry["result"] = out
                     values.update(out.get("values") or {})
@@ -152,8 +189,12 @@ class Executor:
                 )
                 if multi:
                     result = {"steps": steps_done, "values": values}
+                elif status == "completed":
+                    result = {"values": values}
+                elif status == "partial":  # a read of which some points were refused
+                    result = steps_done[0]["result"]
                 else:
-                    result = {"values": values} if status == "completed" else None
+                    result = None
                 if status == "failed" and exc is not None:
                     error = error_body(exc)
         except OperationAborted:

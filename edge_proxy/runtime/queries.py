@@ -7,13 +7,25 @@ answer): without a ``limit``, a page holds as many items as fit in one frame.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from edge_proxy.errors import RequestError
 from edge_proxy.runtime.dedup import DedupStore
 from edge_proxy.runtime.devices import DeviceRuntime
 from edge_proxy.wire import framing
 from edge_proxy.wire.names import QUERY_KINDS
+
+class TelemetryView(Protocol):
+    """What queries read of the telemetry collector."""
+
+    def values(self, dev_id: str) -> dict[str, Any]:
+        """The cache of a device's polled points (QUERY values)."""
+        ...
+
+    def status(self, dev_id: str) -> list[dict[str, Any]] | None:
+        """Per-group cycle figures of a device."""
+        ...
+
 
 # room kept for the response envelope around a page (type, ids, timestamp, status, ...)
 ENVELOPE = 512
@@ -56,9 +68,18 @@ def _device(devices: Mapping[str, DeviceRuntime], body: Mapping[str, Any]) -> De
     return dev
 
 
-def device_info(dev: DeviceRuntime) -> dict[str, Any]:
-    """One device's QUERY ``device`` entry: its status, points and commands."""
+def device_status(dev: DeviceRuntime, telemetry: TelemetryView | None) -> dict[str, Any]:
+    """A device's entry in QUERY devices: its status, and its poll groups' figures."""
     info = dev.status()
+    groups = telemetry.status(dev.id) if telemetry is not None else None
+    if groups:
+        info["telemetry"] = groups
+    return info
+
+
+def device_info(dev: DeviceRuntime, telemetry: TelemetryView | None = None) -> dict[str, Any]:
+    """One device's QUERY ``device`` entry: its status, points and commands."""
+    info = device_status(dev, telemetry)
     info["points"] = {
         name: {k: v for k, v in p.model_dump().items() if v is not None}
         for name, p in dev.profile.points.items()
@@ -72,15 +93,20 @@ def answer_query(
     devices: Mapping[str, DeviceRuntime],
     finished: DedupStore,
     max_frame: int,
+    telemetry: TelemetryView | None = None,
 ) -> dict[str, Any]:
     """The ``result`` of a QUERY (raises RequestError for a bad one)."""
     what = body.get("query")
     if isinstance(what, str):
         what = what.lower()
     if what == "devices":
-        return _page(body, [d.status() for d in devices.values()], "devices", max_frame)
+        entries = [device_status(d, telemetry) for d in devices.values()]
+        return _page(body, entries, "devices", max_frame)
     if what == "device":
-        return {"device": device_info(_device(devices, body))}
+        return {"device": device_info(_device(devices, body), telemetry)}
+    if what == "values":
+        dev = _device(devices, body)
+        return telemetry.values(dev.id) if telemetry is not None else {}
     if what == "result":
         ref = body.get("ref")
         if not isinstance(ref, str) or not ref:

@@ -80,6 +80,8 @@ class Session:
         self._outage = OutageLog(log, "gateway link")
         self._written = asyncio.Event()
         self._confirmed = 0
+        #: called once REGISTER is sent on a new connection (telemetry snapshots follow it)
+        self.on_registered: Callable[[], None] | None = None
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until stop() is called."""
@@ -145,6 +147,8 @@ class Session:
             self.connects += 1
             self.state = "online"
             self._outage.recovered()
+            if self.on_registered is not None:
+                self.on_registered()
             log.info(
                 "gateway: connected and REGISTER sent (%d devices)",
                 len(register["clientInfo"]["devices"]),

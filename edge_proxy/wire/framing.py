@@ -141,3 +141,27 @@ def fit_list(
     items = list(node[last])
     keep = how_many_fit(size(with_items([])), items, max_frame)
     return with_items(items[:keep]), keep
+
+
+def split_mapping(msg: dict[str, Any], key: str, max_frame: int) -> list[dict[str, Any]]:
+    """``msg`` as several messages whose mapping at ``key`` together holds every item.
+
+    Each part fits ``max_frame`` (an item too large for any frame on its own gets a part of
+    its own). A message that fits is returned alone, unchanged.
+    """
+    if size(msg) <= max_frame:
+        return [msg]
+    base = size({**msg, key: {}})
+    parts: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    room = max_frame - base
+    for name, value in msg[key].items():
+        item = len(json.dumps({name: value}, separators=(",", ":"), default=str).encode()) - 1
+        if current and item > room:
+            parts.append({**msg, key: current})
+            current, room = {}, max_frame - base
+        current[name] = value
+        room -= item
+    if current:
+        parts.append({**msg, key: current})
+    return parts

@@ -51,6 +51,7 @@ __all__ = [
     "Incoming",
     "MessageFactory",
     "encode",
+    "epoch_timestamp",
     "is_terminal",
     "parse_command",
     "parse_frame",
@@ -65,6 +66,11 @@ def utc_timestamp(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     now = now.astimezone(timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def epoch_timestamp(epoch: float) -> str:
+    """``utc_timestamp`` of wall-clock epoch seconds."""
+    return utc_timestamp(datetime.fromtimestamp(epoch, timezone.utc))
 
 
 def _extract_ref(text: str) -> str | None:
@@ -390,6 +396,31 @@ class MessageFactory:
             reason=reason,
         )
 
-    def telemetry(self, device_id: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Polled point values."""
-        return self.envelope("telemetry", deviceId=device_id, values=values)
+    def telemetry(
+        self,
+        device_id: str,
+        device_type: str,
+        group: str,
+        seq: int,
+        sampled_at: float,
+        values: dict[str, Any],
+        *,
+        snapshot: bool = False,
+        quality: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A ``telemetry`` message: one device's reported points of one poll cycle.
+
+        ``sampled_at`` is wall-clock epoch seconds: when the device's reply arrived.
+        """
+        fields: dict[str, Any] = {
+            "deviceId": device_id,
+            "deviceType": device_type,
+            "group": group,
+            "seq": seq,
+            "sampledAt": epoch_timestamp(sampled_at),
+            "snapshot": snapshot,
+            "values": values,
+        }
+        if quality:
+            fields["quality"] = quality
+        return self.envelope("telemetry", **fields)

@@ -44,6 +44,7 @@ CAPABILITIES = (
     "query",
     "cancel",
     "device_status",
+    "telemetry",
 )
 
 # the keys a step of a COMPLEX command may have
@@ -59,7 +60,7 @@ STEP_KEYS = frozenset(
     }
 )
 # QUERY kinds
-QUERY_KINDS = ("devices", "device", "result")
+QUERY_KINDS = ("devices", "device", "values", "result")
 
 # error codes of ``error`` messages and of error objects in results
 ERROR_CODES = (

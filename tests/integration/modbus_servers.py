@@ -214,8 +214,11 @@ class _Rule:
 class SerialRelay:
     """Two pseudo-terminal pairs joined by a relay the test controls."""
 
-    def __init__(self, gap: float = 0.003) -> None:
+    def __init__(self, gap: float = 0.003, baud: int | None = None) -> None:
         self.gap = gap
+        #: when set, each frame is delivered only after the time it takes on a line of this
+        #: speed (10 bits a byte), as on a real RS-485 bus; a pty itself has no speed
+        self.baud = baud
         self.frames: list[Frame] = []
         self.deaf_units: set[int] = set()
         self._rules: list[_Rule] = []
@@ -276,6 +279,8 @@ class SerialRelay:
                     delay = rule.delay
                     break
             self._rules = [r for r in self._rules if r.remaining > 0]
+        if self.baud:
+            delay += len(data) * 10 / self.baud
         self.frames.append(frame)
         self._changed.set()
         if frame.delivered:

@@ -145,8 +145,28 @@ BUILDERS: dict[str, tuple[str, Callable[[MessageFactory], dict[str, Any]]]] = {
         "device_status",
         lambda f: f.device_status("pillar-001", "pillar", "offline", "online", "timeout"),
     ),
-    "telemetry": ("telemetry", lambda f: f.telemetry("pillar-001", {"door_state": 1})),
+    "telemetry": (
+        "telemetry",
+        lambda f: f.telemetry("pillar-001", "pillar", "fast", 7, 1.7e9, {"door_state": 1}),
+    ),
 }
+
+
+def test_telemetry_carries_group_seq_and_the_sample_time() -> None:
+    msg = FACTORY.telemetry(
+        "pillar-001",
+        "pillar",
+        "fast",
+        1842,
+        1705744800.25,
+        {"door_state": 1, "temperature": 23.5},
+        snapshot=True,
+        quality={"energy": "bad"},
+    )
+    assert msg["sampledAt"] == "2024-01-20T10:00:00.250Z"
+    assert (msg["group"], msg["seq"], msg["snapshot"]) == ("fast", 1842, True)
+    assert msg["deviceType"] == "pillar" and msg["quality"] == {"energy": "bad"}
+    assert "quality" not in FACTORY.telemetry("d", "t", "g", 1, 0.0, {"a": 1})
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

@@ -1,0 +1,462 @@
+"""The telemetry collector: every device's poll groups, read at fixed times, reported honestly.
+
+Theory of operation
+-------------------
+One :class:`LinkCollector` per link holds a heap of poll groups (one entry per device and
+group) ordered by their next tick. Ticks are at fixed times, ``start + k * interval``; the
+devices of a link start spread across the interval, so a bus is never hit by every device at
+once. At a tick, a cycle starts unless the group's previous cycle is still running (then the
+tick is skipped and counted) or the device is offline (its link's probe brings it back). A
+cycle is a few background jobs on the link, one per transaction of the group's read plan
+(:meth:`~edge_proxy.drivers.Device.read_plan`, built once), so a command waits at most for the
+one transaction on the wire.
+
+A part of the plan that the device refuses with an exception is read again point by point;
+the refused points are reported with quality ``bad`` and the plan remembers the split (the
+good points in contiguous parts, the refused ones alone), so one bad address never hides the
+rest of the group. What a cycle sends is decided by :class:`~edge_proxy.core.report.
+GroupReporter` (deadbands, snapshots, ``min_interval``); this module adds ``seq``, splits a
+message that would exceed ``max_frame``, and keeps telemetry out of the outbox while the
+Gateway is down with ``telemetry.buffer: latest`` (a snapshot per device and group follows the
+next ``REGISTER``, with the original ``sampledAt``).
+
+A cycle that fails (timeout, I/O error, anything) never stops the collector: it is counted and
+logged once per change from working to failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_proxy.config import Config, TelemetryGroupConfig
+from edge_proxy.core.report import GroupReporter, Report, Sample
+from edge_proxy.drivers import Device
+from edge_proxy.errors import DeviceException, EdgeProxyError
+from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime
+from edge_proxy.wire import framing
+from edge_proxy.wire.messages import MessageFactory, epoch_timestamp
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+JITTER_SAMPLES = 1024  # recent tick delays kept per link for percentiles
+
+
+@dataclass(eq=False)
+class GroupState:
+    """One poll group of one device: its plan, reporter, schedule and counters."""
+
+    device: DeviceRuntime
+    group: TelemetryGroupConfig
+    reporter: GroupReporter
+    points: list[str]
+    plan: list[list[str]]
+    start: float = 0.0  # loop time of tick 0
+    tick: int = 0
+    running: bool = False
+    again: bool = False  # a read-back came while a cycle ran: run once more at once
+    split: set[int] = field(default_factory=set)  # ids of plan parts made by a split
+    cycles: int = 0
+    failures: int = 0
+    skipped: int = 0
+    points_read: int = 0
+    reported: int = 0
+    last_duration: float | None = None
+    last_sample: float | None = None  # wall clock of the last good cycle
+    failing: bool = False
+    durations: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=256)
+    )
+
+    @property
+    def due(self) -> float:
+        """Loop time of the next tick."""
+        return self.start + self.tick * self.group.interval
+
+    def status(self) -> dict[str, Any]:
+        """The group's entry in QUERY device(s) and edge-proxy status."""
+        return {
+            "group": self.group.name,
+            "interval": self.group.interval,
+            "cycles": self.cycles,
+            "failures": self.failures,
+            "skipped": self.skipped,
+            "cycleMs": None if self.last_duration is None else round(self.last_duration * 1e3, 1),
+            "lastSample": None if self.last_sample is None else epoch_timestamp(self.last_sample),
+        }
+
+
+class LinkCollector:
+    """The scheduler of one link: one task, a heap of poll groups by their next tick."""
+
+    def __init__(self, link: LinkRuntime, owner: Telemetry) -> None:
+        self.link = link
+        self.owner = owner
+        self.groups: list[GroupState] = []
+        self._heap: list[tuple[float, int, GroupState]] = []
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._cycles: set[asyncio.Task[None]] = set()
+        self.jitter: collections.deque[float] = collections.deque(maxlen=JITTER_SAMPLES)
+
+    def start(self) -> None:
+        """Spread the first ticks across each interval and start the scheduler task."""
+        now = asyncio.get_running_loop().time()
+        by_interval: dict[float, list[GroupState]] = collections.defaultdict(list)
+        for gs in self.groups:
+            by_interval[gs.group.interval].append(gs)
+        for interval, states in by_interval.items():
+            for i, gs in enumerate(states):
+                gs.start = now + interval * i / len(states)
+                gs.tick = 0
+                heapq.heappush(self._heap, (gs.due, next(self._order), gs))
+        self._task = asyncio.create_task(self._run(), name=f"telemetry:{self.link.name}")
+
+    async def stop(self) -> None:
+        """Stop the scheduler and any cycle still running."""
+        tasks = [t for t in (self._task, *self._cycles) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._heap:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            due, _, gs = self._heap[0]
+            now = loop.time()
+            if due > now:
+                self._wake.clear()
+                handle = loop.call_at(due, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    handle.cancel()
+                continue
+            heapq.heappop(self._heap)
+            self.jitter.append(now - due)
+            self._tick(gs)
+            # the next tick at a fixed time; ticks already past are skipped and counted
+            gs.tick += 1
+            behind = int((now - gs.due) // gs.group.interval) + 1 if gs.due <= now else 0
+            if behind:
+                gs.skipped += behind
+                gs.tick += behind
+            heapq.heappush(self._heap, (gs.due, next(self._order), gs))
+
+    def _tick(self, gs: GroupState) -> None:
+        if gs.running:
+            gs.skipped += 1
+            return
+        if gs.device.state not in ("online", "connecting"):
+            return  # offline devices are not polled; the link's probe brings them back
+        self.run_cycle(gs)
+
+    def run_cycle(self, gs: GroupState) -> None:
+        """Start one cycle of ``gs`` now (a tick, or a read-back after a write)."""
+        gs.running = True
+        task = asyncio.create_task(self._cycle(gs), name=f"poll:{gs.device.id}:{gs.group.name}")
+        self._cycles.add(task)
+        task.add_done_callback(self._cycles.discard)
+
+    async def _cycle(self, gs: GroupState) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            sample = await self._read(gs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever goes wrong, the collector goes on
+            gs.failures += 1
+            if not gs.failing:
+                gs.failing = True
+                level = logging.INFO if isinstance(exc, EdgeProxyError) else logging.WARNING
+                log.log(
+                    level,
+                    "telemetry %s/%s: cycle failed: %s",
+                    gs.device.id,
+                    gs.group.name,
+                    exc,
+                    extra={"device_id": gs.device.id},
+                    exc_info=not isinstance(exc, EdgeProxyError),
+                )
+            sample = None
+        else:
+            if gs.failing:
+                gs.failing = False
+                log.info(
+                    "telemetry %s/%s: cycles work again",
+                    gs.device.id,
+                    gs.group.name,
+                    extra={"device_id": gs.device.id},
+                )
+        finally:
+            gs.running = False
+            gs.cycles += 1
+            gs.last_duration = loop.time() - began
+            gs.durations.append(gs.last_duration)
+        if sample is not None:
+            gs.last_sample = sample.sampled_at
+            gs.points_read += len(sample.values)
+            self.owner.report(gs, gs.reporter.update(sample))
+        if gs.again:
+            gs.again = False
+            self.run_cycle(gs)
+
+    async def _read(self, gs: GroupState) -> Sample | None:
+        values: dict[str, Any] = {}
+        bad: set[str] = set()
+        stamp = [0.0]
+        if gs.group.command is not None:
+            command = gs.group.command
+
+            async def run_command(adapter: Device) -> dict[str, Any]:
+                out = await adapter.execute(command, {})
+                stamp[0] = time.time()
+                return out
+
+            values.update(await self.link.run(gs.device, BACKGROUND, run_command))
+        else:
+            for part in list(gs.plan):
+                got, refused = await self._read_part(gs, part, stamp)
+                values.update(got)
+                bad.update(refused)
+        if not values and not bad:
+            return None
+        sampled = stamp[0] or time.time()
+        now = asyncio.get_running_loop().time()
+        return Sample(values, frozenset(bad), sampled, now)
+
+    async def _read_part(
+        self, gs: GroupState, part: list[str], stamp: list[float]
+    ) -> tuple[dict[str, Any], set[str]]:
+        async def read(adapter: Device, names: list[str] = part) -> dict[str, Any]:
+            out = await adapter.read(names)
+            stamp[0] = time.time()
+            return out
+
+        try:
+            return await self.link.run(gs.device, BACKGROUND, read), set()
+        except DeviceException:
+            stamp[0] = time.time()  # an exception reply is an answer too
+            if len(part) == 1:
+                return {}, set(part)
+        # a merged read was refused: read point by point, then remember the split
+        got: dict[str, Any] = {}
+        refused: set[str] = set()
+        for name in part:
+            try:
+                got.update(await self.link.run(gs.device, BACKGROUND, read_one(name, stamp)))
+            except DeviceException:
+                refused.add(name)
+        self._remember_split(gs, part, [n for n in part if n not in refused], refused)
+        return got, refused
+
+    def _remember_split(
+        self, gs: GroupState, part: list[str], good: list[str], refused: set[str]
+    ) -> None:
+        adapter = gs.device.adapter
+        if id(part) in gs.split or adapter is None:
+            pieces = [[n] for n in good]  # a part made by a split was refused again: singles
+        else:
+            pieces = adapter.read_plan(good, contiguous=True)
+        pieces += [[n] for n in part if n in refused]
+        for piece in pieces:
+            gs.split.add(id(piece))
+        at = gs.plan.index(part)
+        gs.plan[at : at + 1] = pieces
+        log.warning(
+            "telemetry %s/%s: a merged read was refused; %s read alone from now on",
+            gs.device.id,
+            gs.group.name,
+            ", ".join(sorted(refused)) or "nothing",
+            extra={"device_id": gs.device.id},
+        )
+
+
+def read_one(name: str, stamp: list[float]) -> Callable[[Device], Any]:
+    """A job that reads one point and stamps the reply time."""
+
+    async def job(adapter: Device) -> dict[str, Any]:
+        out = await adapter.read([name])
+        stamp[0] = time.time()
+        return out
+
+    return job
+
+
+class Telemetry:
+    """Every link's collector, the per-device ``seq``, and the Gateway-facing side."""
+
+    def __init__(
+        self, config: Config, factory: MessageFactory, emit: Emit, gateway_up: Callable[[], bool]
+    ) -> None:
+        self.config = config
+        self.factory = factory
+        self.emit = emit
+        self.gateway_up = gateway_up
+        self.buffer = config.telemetry.buffer
+        self.max_frame = config.gateway.max_frame
+        self.collectors: dict[int, LinkCollector] = {}
+        self.by_device: dict[str, list[GroupState]] = {}
+        self.seq: collections.Counter[str] = collections.Counter()  # telemetry messages per device
+        self._flush_handles: dict[int, asyncio.TimerHandle] = {}
+        self.dropped_while_down = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def add_device(self, dev: DeviceRuntime) -> None:
+        """Set up the poll groups of a device (a device without groups or link costs nothing)."""
+        if dev.link is None or dev.adapter is None or not dev.config.telemetry:
+            return
+        states = []
+        for group in dev.profile.telemetry:
+            points = [] if group.command is not None else group.point_names(dev.profile)
+            plan = dev.adapter.read_plan(points) if points else []
+            reporter = GroupReporter(group, dev.profile.points)
+            states.append(GroupState(dev, group, reporter, points, plan))
+        if not states:
+            return
+        collector = self.collectors.get(id(dev.link))
+        if collector is None:
+            collector = self.collectors[id(dev.link)] = LinkCollector(dev.link, self)
+        collector.groups.extend(states)
+        self.by_device[dev.id] = states
+
+    def start(self) -> None:
+        """Start every link's scheduler."""
+        for collector in self.collectors.values():
+            collector.start()
+
+    async def stop(self) -> None:
+        """Stop every scheduler and cycle."""
+        for handle in self._flush_handles.values():
+            handle.cancel()
+        self._flush_handles.clear()
+        for collector in self.collectors.values():
+            await collector.stop()
+
+    # ------------------------------------------------------------------ events
+
+    def device_state(self, dev_id: str, new: str, previous: str | None) -> None:
+        """A device changed state: back online means the next good cycle is a snapshot."""
+        if new == "online" and previous is not None:
+            for gs in self.by_device.get(dev_id, ()):
+                gs.reporter.request_snapshot()
+
+    def gateway_connected(self) -> None:
+        """REGISTER was sent: a snapshot of every device and group (buffer: latest sends the
+        kept latest values now, with their original sample time)."""
+        for states in self.by_device.values():
+            for gs in states:
+                if self.buffer == "latest":
+                    self.report(gs, gs.reporter.snapshot())
+                else:
+                    gs.reporter.request_snapshot()
+
+    def written(self, dev_id: str, names: Iterable[str]) -> None:
+        """A command wrote these points: read back every group that polls one of them."""
+        wrote = set(names)
+        for gs in self.by_device.get(dev_id, ()):
+            hit = wrote.intersection(gs.points)
+            if not hit:
+                continue
+            gs.reporter.force(hit)
+            collector = self.collectors[id(gs.device.link)]
+            if gs.running:
+                gs.again = True
+            else:
+                collector.run_cycle(gs)
+
+    # ------------------------------------------------------------------ reporting
+
+    def report(self, gs: GroupState, report: Report | None) -> None:
+        """Send what a cycle (or a flush) decided, and schedule a pending min_interval flush."""
+        pending = gs.reporter.next_flush()
+        key = id(gs)
+        if pending is not None and key not in self._flush_handles:
+            loop = asyncio.get_running_loop()
+            self._flush_handles[key] = loop.call_at(pending, self._flush, gs)
+        if report is None:
+            return
+        gs.reported += len(report.values)
+        if self.buffer == "latest" and not self.gateway_up():
+            # not queued message by message: the latest values go in a snapshot after REGISTER
+            self.dropped_while_down += 1
+            return
+        dev = gs.device
+        msg = self.factory.telemetry(
+            dev.id,
+            dev.config.type,
+            gs.group.name,
+            0,
+            report.sampled_at,
+            report.values,
+            snapshot=report.snapshot,
+            quality=report.quality or None,
+        )
+        for part in framing.split_mapping(msg, "values", self.max_frame):
+            self.seq[dev.id] += 1
+            self.emit({**part, "seq": self.seq[dev.id]})
+
+    def _flush(self, gs: GroupState) -> None:
+        self._flush_handles.pop(id(gs), None)
+        now = asyncio.get_running_loop().time()
+        self.report(gs, gs.reporter.flush(now))
+
+    # ------------------------------------------------------------------ views
+
+    def values(self, dev_id: str) -> dict[str, Any]:
+        """QUERY values: the cache of every polled point with its sample time and quality."""
+        states = self.by_device.get(dev_id)
+        if not states:
+            return {}
+        values: dict[str, Any] = {}
+        sampled: dict[str, str] = {}
+        quality: dict[str, str] = {}
+        for gs in states:
+            stale = gs.device.state != "online" or gs.failing
+            at = gs.reporter.latest_at
+            for name, value in gs.reporter.latest.items():
+                values[name] = value
+                if at is not None:
+                    sampled[name] = epoch_timestamp(at)
+                quality[name] = "stale" if stale else "good"
+            for name in gs.reporter.bad:
+                quality[name] = "bad"
+        return {"values": values, "sampledAt": sampled, "quality": quality}
+
+    def status(self, dev_id: str) -> list[dict[str, Any]] | None:
+        """Per-group cycle figures of a device, for QUERY device(s) and edge-proxy status."""
+        states = self.by_device.get(dev_id)
+        return [gs.status() for gs in states] if states else None
+
+    def counters(self) -> Mapping[str, int]:
+        """Totals over every group, for metrics."""
+        totals: collections.Counter[str] = collections.Counter()
+        for states in self.by_device.values():
+            for gs in states:
+                totals["cycles"] += gs.cycles
+                totals["failures"] += gs.failures
+                totals["skipped"] += gs.skipped
+                totals["points_read"] += gs.points_read
+                totals["reported"] += gs.reported
+        totals["suppressed"] = max(0, totals["points_read"] - totals["reported"])
+        totals["dropped_while_down"] = self.dropped_while_down
+        return totals
