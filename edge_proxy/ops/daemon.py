@@ -98,6 +98,9 @@ class Daemon:
             telemetry.add_device(dev)
         self.engine.telemetry = telemetry
         self.engine.executor.on_written = telemetry.written
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            telemetry.on_cycle = metrics.observe_cycle
         return telemetry
 
     def _make_session(self, config: Config) -> Session:

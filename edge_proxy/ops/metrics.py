@@ -26,6 +26,7 @@ from edge_proxy.runtime.devices import DeviceRuntime, LinkRuntime
 from edge_proxy.runtime.engine import Engine
 from edge_proxy.runtime.outbox import Outbox
 from edge_proxy.runtime.session import Session
+from edge_proxy.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -40,6 +41,7 @@ class RuntimeView(Protocol):
     engine: Engine
     devices: dict[str, DeviceRuntime]
     links: dict[Hashable, LinkRuntime]
+    telemetry: Telemetry
 
 
 class DaemonCollector(Collector):
@@ -105,6 +107,32 @@ class DaemonCollector(Collector):
         in_flight.add_metric([], d.engine.in_flight())
         yield in_flight
         yield from self._devices()
+        yield from self._telemetry()
+
+    def _telemetry(self) -> Iterator[Metric]:
+        by_group = self.daemon.telemetry.counters_by_group()
+        help_text = {
+            "cycles": "Poll cycles run",
+            "failures": "Poll cycles that failed (timeout, I/O error, ...)",
+            "skipped": "Ticks skipped: the group's previous cycle was still running",
+            "points_read": "Point values read by poll cycles",
+            "reported": "Point values sent in telemetry messages",
+            "suppressed": "Point values read and not sent (deadband, min_interval)",
+        }
+        for name, text in help_text.items():
+            family = CounterMetricFamily(f"edge_telemetry_{name}", text, labels=["group"])
+            for group, counts in by_group.items():
+                family.add_metric([group], counts[name])
+            yield family
+        dropped = CounterMetricFamily(
+            "edge_telemetry_dropped",
+            "Telemetry messages dropped: by a full outbox, or held back while the Gateway was "
+            "down (buffer: latest sends a snapshot instead)",
+            labels=["why"],
+        )
+        dropped.add_metric(["outbox_full"], self.daemon.outbox.dropped.get("telemetry", 0))
+        dropped.add_metric(["gateway_down"], self.daemon.telemetry.dropped_while_down)
+        yield dropped
 
     def _devices(self) -> Iterator[Metric]:
         devices = list(self.daemon.devices.values())
@@ -144,6 +172,13 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.cycle_seconds = Histogram(
+            "edge_telemetry_cycle_seconds",
+            "Time of one poll cycle of a group, all its reads included",
+            ["group"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.transaction_seconds = Histogram(
             "edge_device_transaction_seconds",
             "Time of one device operation on its link",
@@ -159,6 +194,10 @@ class Metrics:
     def observe_command(self, command_type: str, status: str, ref: str, seconds: float) -> None:
         """Engine hook: a command got its terminal message."""
         self.command_seconds.labels(command_type).observe(seconds)
+
+    def observe_cycle(self, group: str, seconds: float) -> None:
+        """Record one poll cycle's duration."""
+        self.cycle_seconds.labels(group).observe(seconds)
 
     def observe_transaction(self, device_id: str, seconds: float) -> None:
         """Device hook: one operation finished."""

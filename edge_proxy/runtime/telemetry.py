@@ -63,7 +63,7 @@ class GroupState:
     start: float = 0.0  # loop time of tick 0
     tick: int = 0
     running: bool = False
-    again: bool = False  # a read-back came while a cycle ran: run once more at once
+    again: set[str] = field(default_factory=set)  # read back in a cycle after the running one
     split: set[int] = field(default_factory=set)  # ids of plan parts made by a split
     cycles: int = 0
     failures: int = 0
@@ -211,12 +211,15 @@ class LinkCollector:
             gs.cycles += 1
             gs.last_duration = loop.time() - began
             gs.durations.append(gs.last_duration)
+            if self.owner.on_cycle is not None:
+                self.owner.on_cycle(gs.group.name, gs.last_duration)
         if sample is not None:
             gs.last_sample = sample.sampled_at
             gs.points_read += len(sample.values)
             self.owner.report(gs, gs.reporter.update(sample))
-        if gs.again:
-            gs.again = False
+        if gs.again:  # the running cycle may have read before the write: once more, forced
+            gs.reporter.force(gs.again)
+            gs.again = set()
             self.run_cycle(gs)
 
     async def _read(self, gs: GroupState) -> Sample | None:
@@ -318,6 +321,8 @@ class Telemetry:
         self.seq: collections.Counter[str] = collections.Counter()  # telemetry messages per device
         self._flush_handles: dict[int, asyncio.TimerHandle] = {}
         self.dropped_while_down = 0
+        #: told (group name, seconds) after each cycle (metrics' histogram)
+        self.on_cycle: Callable[[str, float], None] | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -377,12 +382,11 @@ class Telemetry:
             hit = wrote.intersection(gs.points)
             if not hit:
                 continue
-            gs.reporter.force(hit)
-            collector = self.collectors[id(gs.device.link)]
             if gs.running:
-                gs.again = True
+                gs.again |= hit
             else:
-                collector.run_cycle(gs)
+                gs.reporter.force(hit)
+                self.collectors[id(gs.device.link)].run_cycle(gs)
 
     # ------------------------------------------------------------------ reporting
 
@@ -432,11 +436,11 @@ class Telemetry:
         quality: dict[str, str] = {}
         for gs in states:
             stale = gs.device.state != "online" or gs.failing
-            at = gs.reporter.latest_at
+            times = gs.reporter.latest_times
             for name, value in gs.reporter.latest.items():
                 values[name] = value
-                if at is not None:
-                    sampled[name] = epoch_timestamp(at)
+                if name in times:
+                    sampled[name] = epoch_timestamp(times[name])
                 quality[name] = "stale" if stale else "good"
             for name in gs.reporter.bad:
                 quality[name] = "bad"
@@ -448,15 +452,25 @@ class Telemetry:
         return [gs.status() for gs in states] if states else None
 
     def counters(self) -> Mapping[str, int]:
-        """Totals over every group, for metrics."""
+        """Totals over every group, for tests and status."""
         totals: collections.Counter[str] = collections.Counter()
-        for states in self.by_device.values():
-            for gs in states:
-                totals["cycles"] += gs.cycles
-                totals["failures"] += gs.failures
-                totals["skipped"] += gs.skipped
-                totals["points_read"] += gs.points_read
-                totals["reported"] += gs.reported
-        totals["suppressed"] = max(0, totals["points_read"] - totals["reported"])
+        for per_group in self.counters_by_group().values():
+            totals.update(per_group)
         totals["dropped_while_down"] = self.dropped_while_down
         return totals
+
+    def counters_by_group(self) -> dict[str, collections.Counter[str]]:
+        """Totals per group name over every device, for metrics (labels stay few)."""
+        out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for states in list(self.by_device.values()):
+            for gs in states:
+                c = out[gs.group.name]
+                c["cycles"] += gs.cycles
+                c["failures"] += gs.failures
+                c["skipped"] += gs.skipped
+                c["points_read"] += gs.points_read
+                c["reported"] += gs.reported
+        for c in out.values():
+            # read but not sent: held back by a deadband (or merged by min_interval)
+            c["suppressed"] = max(0, c["points_read"] - c["reported"])
+        return dict(out)

@@ -9,6 +9,7 @@ write read back at once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -97,7 +98,7 @@ async def test_cycles_keep_a_fixed_rate_within_5_percent_over_10_s(
     assert [m["seq"] for m in msgs] == list(range(1, len(msgs) + 1))
     assert msgs[0]["snapshot"] is True and msgs[0]["group"] == "fast"
     # fixed times, not "interval after the last one": no drift accumulates
-    assert statistics.pstdev(b - a for a, b in zip(times, times[1:])) < 0.05
+    assert statistics.pstdev(b - a for a, b in itertools.pairwise(times)) < 0.05
     await gateway.send({"type": "QUERY", "requestRef": "q", "query": "device", "deviceId": "m1"})
     (group,) = (await gateway.terminal("q"))["result"]["device"]["telemetry"]
     assert group["skipped"] == 0 and group["cycles"] >= 40
@@ -254,7 +255,7 @@ async def test_commands_on_a_9600_baud_rtu_bus_wait_at_most_one_poll_transaction
         frames = relay.frames
         poll_tx = max(
             b.end - a.start
-            for a, b in zip(frames, frames[1:])
+            for a, b in itertools.pairwise(frames)
             if a.direction == "request" and b.direction == "reply" and len(b.data) > 40
         )
         own_tx = 8 * 10 / 9600 + 7 * 10 / 9600
@@ -287,3 +288,28 @@ async def test_a_write_is_read_back_at_once_with_a_10_s_interval(
     assert cache["values"] == {"a": 0, "c": 5}
     assert cache["quality"] == {"a": "good", "c": "good"}
     assert set(cache["sampledAt"]) == {"a", "c"}
+
+
+async def test_metrics_count_cycles_values_and_cycle_times_per_group(
+    gateway: Gateway, edge_factory: EdgeFactory, server: ModbusServer
+) -> None:
+    from tests.integration.test_operations import aget, metric
+
+    groups = [
+        {"name": "fast", "interval": "100ms", "points": ["a", "b"]},
+        {"name": "slow", "interval": "300ms", "points": ["edge"], "report": "always"},
+    ]
+    config = tree(gateway, {"m": tcp_link(server.port)}, [{"id": "m1", "link": "m"}], groups)
+    config["metrics"] = {"listen": "127.0.0.1:0"}
+    daemon = await edge_factory(make_config(config))
+    await gateway.wait(lambda f: f["type"] == "telemetry" and f["group"] == "slow", count=3)
+    _, text = await aget(f"http://127.0.0.1:{daemon.metrics_port}/metrics")
+    fast_cycles = metric(text, "edge_telemetry_cycles_total", group="fast")
+    assert fast_cycles >= 5
+    assert metric(text, "edge_telemetry_points_read_total", group="fast") >= 2 * fast_cycles - 2
+    # values that did not change were read and held back by the change rule
+    assert metric(text, "edge_telemetry_suppressed_total", group="fast") > 0
+    assert metric(text, "edge_telemetry_reported_total", group="slow") >= 3
+    assert metric(text, "edge_telemetry_skipped_total", group="fast") == 0
+    assert metric(text, "edge_telemetry_cycle_seconds_count", group="slow") >= 3
+    assert "edge_telemetry_dropped_total" in text
