@@ -318,7 +318,10 @@ class Engine:
         )
         self.running.pop(req.request_ref, None)
         self.counts[f"terminal:{req.command_type}:{status}"] += 1
-        log.info(
+        # a line per command only at DEBUG: at INFO the hot path would pay for it; what went
+        # wrong (a failure, a timeout) stays at INFO
+        log.log(
+            logging.DEBUG if status in ("completed", "partial") else logging.INFO,
             "command %s %s %s in %d ms",
             req.command_type,
             req.command_code or req.operation_type or "",
@@ -374,9 +377,7 @@ class Engine:
             raise RequestError(
                 "INVALID_COMMAND", "QUERY needs a requestRef", {"field": "requestRef"}
             )
-        result = answer_query(
-            msg.body, self.devices, self.finished, self.max_frame, self.telemetry
-        )
+        result = answer_query(msg.body, self.devices, self.finished, self.max_frame, self.telemetry)
         self.emit(self.factory.response(ref, "completed", result=result, duration_ms=0))
 
     # ------------------------------------------------------------------ shutdown and status

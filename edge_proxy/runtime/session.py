@@ -45,6 +45,25 @@ def build_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+class OneWriteConnection(ClientConnection):
+    """A client connection that hands each frame to the transport in one write.
+
+    websockets writes a frame's header and payload separately; joining them halves the
+    system calls (and TCP segments) of every message. End-of-stream markers keep their
+    meaning: they go through the library's own handling.
+    """
+
+    def send_data(self) -> None:
+        """Write everything the protocol has to send, joined, then any end of stream."""
+        chunks = self.protocol.data_to_send()
+        data = [c for c in chunks if c]
+        if data:
+            self.transport.write(data[0] if len(data) == 1 else b"".join(data))
+        if len(data) != len(chunks):  # an empty chunk is the end of the stream
+            self.protocol.writes.append(b"")  # let the library close as it does
+            super().send_data()
+
+
 class RegistrationRejected(Exception):
     """The Gateway answered REGISTER with an error."""
 
@@ -138,6 +157,8 @@ class Session:
             max_size=self.config.max_message_size * 2,
             max_queue=64,
             close_timeout=5,
+            compression=None if self.config.compression == "none" else "deflate",
+            create_connection=OneWriteConnection,
         ) as ws:
             self.ws = ws
             self._confirmed = 0

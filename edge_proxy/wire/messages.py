@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -61,16 +62,30 @@ __all__ = [
 _REF_RE = re.compile(r'"requestRef"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
 
 
-def utc_timestamp(now: datetime | None = None) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z``, e.g. ``2024-01-20T10:00:00.000Z``."""
-    now = now or datetime.now(timezone.utc)
-    now = now.astimezone(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+_second: list[Any] = [-1, ""]  # the whole second last formatted, and its text
 
 
 def epoch_timestamp(epoch: float) -> str:
-    """``utc_timestamp`` of wall-clock epoch seconds."""
-    return utc_timestamp(datetime.fromtimestamp(epoch, timezone.utc))
+    """ISO-8601 UTC with milliseconds and ``Z`` of wall-clock epoch seconds.
+
+    The date and time of day are formatted once per second (every message carries one).
+    """
+    frac, whole_f = math.modf(epoch)  # the rounding datetime.fromtimestamp does
+    whole, micros = int(whole_f), round(frac * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+    return f"{_second[1]}{micros // 1000:03d}Z"
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, e.g. ``2024-01-20T10:00:00.000Z``."""
+    if now is None:
+        return epoch_timestamp(time.time())
+    now = now.astimezone(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def _extract_ref(text: str) -> str | None:

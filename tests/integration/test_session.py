@@ -294,3 +294,17 @@ async def test_wss_client_certificate(
         await gw.wait(lambda f: f["type"] == "REGISTER", timeout=5)
     finally:
         await gw.stop()
+
+
+@pytest.mark.parametrize(("setting", "offered"), [("none", False), ("deflate", True)])
+async def test_compression_is_offered_only_when_configured(
+    setting: str, offered: bool, gateway: Gateway, edge_factory: EdgeFactory
+) -> None:
+    tree = base_tree(gateway.url)
+    tree["gateway"]["compression"] = setting
+    await edge_factory(make_config(tree))
+    await gateway.wait(lambda f: f["type"] == "REGISTER")
+    extensions = gateway.headers[0].get("sec-websocket-extensions", "")
+    assert ("permessage-deflate" in extensions) is offered
+    await gateway.send(command("c", op="read", params={"points": ["mode"]}))
+    assert (await gateway.terminal("c"))["status"] == "completed"

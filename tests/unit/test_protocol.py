@@ -568,3 +568,15 @@ def test_encode_of_non_finite_numbers_is_valid_json(value: float) -> None:
     assert decoded == {"type": "telemetry", "values": {"temperature": None, "list": [1.5, None]}}
     # the message itself is not changed
     assert msg["values"]["temperature"] is value
+
+
+def test_epoch_timestamps_from_a_cached_second_agree_with_datetime() -> None:
+    import random
+    from datetime import datetime, timezone
+
+    from edge_proxy.wire.messages import epoch_timestamp, utc_timestamp
+
+    rng = random.Random(7)
+    edges = [0.0, 1705744800.25, 1705744859.9995, 1705744859.9999996, 1705744860.0]
+    for epoch in edges + [rng.uniform(0, 4e9) for _ in range(20_000)]:
+        assert epoch_timestamp(epoch) == utc_timestamp(datetime.fromtimestamp(epoch, timezone.utc))
