@@ -69,7 +69,7 @@ def open_spool(
 def _remember(engine: Engine, msg: dict[str, Any], targets: list[str], at: float) -> None:
     ref = msg.get("requestRef")
     if isinstance(ref, str):
-        engine.finished.add(ref, msg, targets, framing.size(msg), at=at)
+        engine.finished.add(ref, framing.encode(msg), targets, at=at)
 
 
 def status_report(

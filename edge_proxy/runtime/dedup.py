@@ -11,21 +11,32 @@ can hand it out in slices.
 from __future__ import annotations
 
 import collections
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# What one entry costs beyond its text: the entry object, its key, the ordered dict's node.
+# Charged so that dedup_max_bytes bounds the memory the store really takes.
+ENTRY_OVERHEAD = 320
 
-@dataclass
+
+@dataclass(slots=True)
 class Finished:
     """One finished command."""
 
     at: float  # monotonic time it finished
-    message: dict[str, Any]  # the terminal as sent (envelope and messageId included)
-    targets: list[str]
+    text: str  # the terminal as sent, encoded (envelope and messageId included)
+    targets: tuple[str, ...]
     size: int  # bytes charged against the store's bound
     results: dict[str, Any] | None = None  # the full result.results of a cut terminal
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The stored terminal, decoded (for a replay or a result slice: rare)."""
+        value: dict[str, Any] = json.loads(self.text)
+        return value
 
 
 class DedupStore:
@@ -55,19 +66,20 @@ class DedupStore:
     def add(
         self,
         ref: str,
-        message: dict[str, Any],
+        text: str,
         targets: list[str],
-        size: int,
         *,
         results: dict[str, Any] | None = None,
+        results_size: int = 0,
         at: float | None = None,
     ) -> None:
-        """Remember a terminal message (``size``: its encoded length, plus any full results)."""
+        """Remember an encoded terminal (and the full results of a cut one, of that size)."""
         old = self._items.pop(ref, None)
         if old is not None:
             self.bytes -= old.size
         at = time.monotonic() if at is None else at
-        self._items[ref] = Finished(at, message, targets, size, results)
+        size = ENTRY_OVERHEAD + len(text) + len(ref) + results_size + 16 * len(targets)
+        self._items[ref] = Finished(at, text, tuple(targets), size, results)
         self.bytes += size
         self.expire()
 

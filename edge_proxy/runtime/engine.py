@@ -248,7 +248,7 @@ class Engine:
             return True
         done = self.finished.get(ref)
         if done is not None:
-            self.emit(self.factory.ack(ref, "duplicate", done.targets))
+            self.emit(self.factory.ack(ref, "duplicate", list(done.targets)))
             # the stored message itself, with its own messageId
             self.emit({**done.message, "replay": True})
             return True
@@ -349,8 +349,8 @@ class Engine:
                 self.room.release(req.request_ref)
         for _ in range(cs.duplicates):
             self.emit({**msg, "replay": True})
-        stored = len(text) + (framing.size({"r": full}) if full is not None else 0)
-        self.finished.add(req.request_ref, msg, cs.targets, stored, results=full)
+        full_size = framing.size({"r": full}) if full is not None else 0
+        self.finished.add(req.request_ref, text, cs.targets, results=full, results_size=full_size)
         if self.on_terminal is not None:
             self.on_terminal(req.command_type, status, req.request_ref, elapsed)
 

@@ -228,11 +228,32 @@ def test_batch_limits_are_checked_before_any_glob_is_expanded() -> None:
 
 def test_the_dedup_store_is_bounded_by_bytes_as_well_as_count() -> None:
     store = DedupStore(window=600, max_count=1000, max_bytes=10_000)
+    text = framing.encode(response("r"))
     for i in range(100):
-        store.add(f"r{i}", response(f"r{i}"), [], size=500)
-    assert store.bytes <= 10_000 and len(store) == 20
-    assert next(iter(store)) == "r80" and store.get("r99") is not None
-    assert store.get("r0") is None
+        store.add(f"r{i:02d}", text, [])
+    each = store.bytes // len(store)
+    assert store.bytes <= 10_000 and len(store) == 10_000 // each
+    assert next(iter(store)) == f"r{100 - len(store):02d}" and store.get("r99") is not None
+    assert store.get("r00") is None
+    done = store.get("r99")
+    assert done is not None and done.message == response("r")
+
+
+def test_the_dedup_store_charges_what_an_entry_really_costs() -> None:
+    import tracemalloc
+
+    text = framing.encode(
+        MessageFactory("edge-1").response("cmd-000000", "completed", duration_ms=3)
+    )
+    store = DedupStore(window=600, max_count=10**6, max_bytes=10**9)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(5000):
+        store.add(f"cmd-{i:06d}", text[:-1] + f"{i}" + "}", ["pillar-001"])
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    # what the bound counts is within 1.5x of the heap the entries take
+    assert used <= 1.5 * store.bytes, (used, store.bytes)
 
 
 def test_confirmed_messages_leave_no_trace() -> None:
