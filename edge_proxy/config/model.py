@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+from edge_proxy.config.console import ConsoleConfig
 from edge_proxy.config.devices import DeviceConfig
 from edge_proxy.config.gateway import EdgeConfig, GatewayConfig
 from edge_proxy.config.limits import CommandsConfig, ControlConfig, MetricsConfig
@@ -27,6 +28,7 @@ class Config(_Model):
     commands: CommandsConfig = CommandsConfig()
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
+    console: ConsoleConfig = ConsoleConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
 
     def secrets(self) -> list[str]:

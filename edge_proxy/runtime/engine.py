@@ -27,7 +27,7 @@ from edge_proxy.runtime.executor import CommandState, Executor, ProgressUpdate
 from edge_proxy.runtime.queries import TelemetryView, answer_query
 from edge_proxy.wire import framing
 from edge_proxy.wire import messages as protocol
-from edge_proxy.wire.names import LOCAL_PREFIX
+from edge_proxy.wire.names import LOCAL_PREFIXES
 
 __all__ = ["PROGRESS_INTERVAL", "CommandState", "Engine"]
 
@@ -211,7 +211,7 @@ class Engine:
                     raise RequestError(
                         "OVERLOADED", f"link {link.name} has {link.reserved} commands waiting"
                     )
-            local = ref.startswith(LOCAL_PREFIX)
+            local = ref.startswith(LOCAL_PREFIXES)
             if not local and self.room is not None and not self.room.reserve(ref):
                 raise RequestError(
                     "OVERLOADED", "the outbox has no room left for another command's answer"
@@ -332,7 +332,7 @@ class Engine:
         msg, full = framing.fit_terminal(msg, self.max_frame)
         text = framing.encode(msg)
         out = {**msg, "_text": text}
-        if self.journal is not None and not req.request_ref.startswith(LOCAL_PREFIX):
+        if self.journal is not None and not req.request_ref.startswith(LOCAL_PREFIXES):
             try:  # the terminal waits in the outbox until this row is committed
                 out["_spool_id"] = self.journal.terminal(msg, cs.targets)
                 out["_ticket"] = self.journal.ticket

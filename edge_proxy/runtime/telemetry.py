@@ -215,6 +215,8 @@ class LinkCollector:
                 self.owner.on_cycle(gs.group.name, gs.last_duration)
         if sample is not None:
             gs.last_sample = sample.sampled_at
+            if self.owner.on_sample is not None:
+                self.owner.on_sample(gs.device.id, gs.group.name, sample)
             gs.points_read += len(sample.values)
             self.owner.report(gs, gs.reporter.update(sample))
         if gs.again:  # the running cycle may have read before the write: once more, forced
@@ -323,6 +325,8 @@ class Telemetry:
         self.dropped_while_down = 0
         #: told (group name, seconds) after each cycle (metrics' histogram)
         self.on_cycle: Callable[[str, float], None] | None = None
+        #: told (device id, group name, sample) after each good cycle (the console's history)
+        self.on_sample: Callable[[str, str, Sample], None] | None = None
 
     # ------------------------------------------------------------------ setup
 

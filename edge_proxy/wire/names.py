@@ -86,3 +86,7 @@ MAX_DEPTH = 64  # nesting of an incoming frame
 MAX_TEXT = 512  # longest piece of Gateway input repeated back in an error
 # requestRefs of commands from the local control socket: never sent to the Gateway or spooled
 LOCAL_PREFIX = "local:"
+# requestRefs of commands from the operator web console: local too
+CONSOLE_PREFIX = "console:"
+#: every prefix of a requestRef that stays on the edge (str.startswith takes the tuple)
+LOCAL_PREFIXES = (LOCAL_PREFIX, CONSOLE_PREFIX)
