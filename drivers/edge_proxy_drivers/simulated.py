@@ -3,16 +3,20 @@
 Every point holds a value (0, ``false`` or ``""`` to start); reads return them and writes store
 them. Useful for dry runs of a device map and as the device behind ``edge-proxy demo``.
 Optional link keys: ``latency`` (a duration added to every transaction) and ``initial``
-(a mapping of point name to starting value).
+(a mapping of point name to starting value). A point with a ``simulate:`` rule is read as the
+rule's value at the time of the read (:mod:`edge_proxy.core.simulation_rules`, the clock
+starting with the device); a write to it is kept only until the rule moves it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
+from edge_proxy.core import simulation_rules
 from edge_proxy.drivers import Device, Driver, Link, checkpoint
 from edge_proxy.errors import DeviceException
 
@@ -60,6 +64,12 @@ class SimulatedDevice(Device):
         self.values: dict[str, Any] = {
             name: initial.get(name, _zero(point.type)) for name, point in profile.points.items()
         }
+        self._started = time.monotonic()
+        self._moving = {
+            name: simulation_rules.seed_of(config.id, name)
+            for name, point in profile.points.items()
+            if point.simulate is not None
+        }
 
     async def _transaction(self) -> None:
         checkpoint()
@@ -69,6 +79,12 @@ class SimulatedDevice(Device):
     async def read(self, points: Sequence[str]) -> dict[str, Any]:
         """Return the stored values."""
         await self._transaction()
+        t = time.monotonic() - self._started
+        for name in points:
+            seed = self._moving.get(name)
+            if seed is not None:
+                point = self.profile.points[name]
+                self.values[name] = simulation_rules.point_value(point, t, seed)
         return {name: self.values[name] for name in points}
 
     async def write(self, values: Mapping[str, Any]) -> None:

@@ -1,12 +1,18 @@
-"""``edge-proxy demo``: a development Gateway, simulators and an edge in one process."""
+"""``edge-proxy demo``: a development Gateway, simulators and an edge in one process.
+
+It sends a short script of commands, then watches the devices' telemetry for a few seconds:
+the snapshots that came while the script ran, then changes live, as the points' ``simulate:``
+rules move the simulated values.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from edge_proxy.cli.devgateway import DevGateway
+from edge_proxy.cli.devgateway import DevGateway, summarize
 from edge_proxy.cli.simulate import Simulator
 from edge_proxy.config import Config, DeviceConfig
 from edge_proxy.ops.daemon import Daemon
@@ -73,9 +79,72 @@ def _script(gw: DevGateway, config: Config) -> list[tuple[str, dict[str, Any], s
     return script
 
 
+#: How long the demo watches telemetry at most, and how many changes it waits for.
+TELEMETRY_WATCH = 6.0
+TELEMETRY_CHANGES = 6
+
+
+class _Printer:
+    """Prints the Gateway's lines; telemetry only while it is being watched."""
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out = out
+        self.telemetry = False
+
+    def __call__(self, line: str) -> None:
+        """Print one line (telemetry held back until the demo watches it)."""
+        if self.telemetry or not line.startswith("<- telemetry "):
+            self.out(line)
+
+
+def _telemetry(gw: DevGateway, start: int = 0) -> list[dict[str, Any]]:
+    return [m for m in gw.messages[start:] if m.get("type") == "telemetry"]
+
+
+async def watch_telemetry(gw: DevGateway, config: Config, printer: _Printer) -> bool:
+    """Show the telemetry so far, then live until every polled device and a few changes came.
+
+    False when devices have poll groups and none sent anything in :data:`TELEMETRY_WATCH`.
+    """
+    polled = [
+        d.id
+        for d in config.devices
+        if d.enabled and d.telemetry and config.profiles[d.profile].telemetry
+    ]
+    if not polled:
+        return True
+    out = printer.out
+    out("\n== telemetry: each device's poll groups, a snapshot (snap) first, then changes")
+    start = len(gw.messages)
+    for msg in _telemetry(gw):
+        out(f"<- {summarize(msg)}")
+    printer.telemetry = True
+
+    def enough() -> bool:
+        seen = _telemetry(gw)
+        changes = sum(1 for m in _telemetry(gw, start) if not m.get("snapshot"))
+        return changes >= TELEMETRY_CHANGES and {m.get("deviceId") for m in seen} >= set(polled)
+
+    with contextlib.suppress(asyncio.TimeoutError):  # checked at every message received
+        await gw.wait_for(lambda _msg: enough(), timeout=TELEMETRY_WATCH)
+    printer.telemetry = False
+    silent = sorted(set(polled) - {m.get("deviceId") for m in _telemetry(gw)})
+    if silent:
+        out(f"-- no telemetry yet from {', '.join(silent)} (a long interval?)")
+    if not _telemetry(gw):
+        out("!! no telemetry at all")
+        return False
+    out(f"\n== QUERY values of {polled[0]}: the latest of each polled point")
+    reply = await gw.call(
+        {"type": "QUERY", "requestRef": "q-2", "query": "values", "deviceId": polled[0]}
+    )
+    return reply.get("status") == "completed"
+
+
 async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
     """Start a Gateway, the simulators and the edge; send the script; 0 if all went as expected."""
-    gw = DevGateway("127.0.0.1", 0, printer=out)
+    printer = _Printer(out)
+    gw = DevGateway("127.0.0.1", 0, printer=printer)
     port = await gw.start()
     # Free ports, not the configured ones: a demo must run beside `edge-proxy simulate`.
     sim = Simulator(config, relocate=True)
@@ -103,6 +172,7 @@ async def run_demo(config: Config, out: Callable[[str], None] = print) -> int:
         out("\n== QUERY devices")
         reply = await gw.call({"type": "QUERY", "requestRef": "q-1", "query": "devices"})
         ok = ok and reply.get("status") == "completed"
+        ok = await watch_telemetry(gw, config, printer) and ok
     except (asyncio.TimeoutError, ConnectionError) as exc:
         out(f"!! demo failed: {type(exc).__name__}: {exc}")
         ok = False

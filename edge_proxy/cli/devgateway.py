@@ -54,7 +54,7 @@ def summarize(msg: dict[str, Any]) -> str:
             f"({msg.get('reason')})"
         )
     elif mtype == "telemetry":
-        parts.append(f"{msg.get('deviceId')} {json.dumps(msg.get('values'))}")
+        parts.append(summarize_telemetry(msg))
     elif mtype == "COMMAND":
         cmd = msg.get("command", {})
         parts.append(
@@ -62,6 +62,52 @@ def summarize(msg: dict[str, Any]) -> str:
             f"{cmd.get('commandCode') or cmd.get('operationType')} "
             f"{json.dumps(cmd.get('parameters', {}), separators=(',', ':'))}"
         )
+    return " ".join(parts)
+
+
+#: ``summarize_telemetry``: values shown at most, and the text they may take, before "+N more".
+TELEMETRY_VALUES = 8
+TELEMETRY_WIDTH = 100
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (bool, str)) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def _cut(items: list[str], limit: int, width: int) -> list[str]:
+    """Items while they fit in ``limit`` items and about ``width`` characters; then "+N more"."""
+    shown: list[str] = []
+    used = 0
+    for item in items:
+        if shown and (len(shown) >= limit or used + len(item) > width):
+            break
+        shown.append(item)
+        used += len(item) + 1
+    if len(shown) < len(items):
+        shown.append(f"+{len(items) - len(shown)} more")
+    return shown
+
+
+def summarize_telemetry(msg: dict[str, Any]) -> str:
+    """``pillar-001 fast #1842 snap door_state=1 temperature=23.5 [energy:bad] @10:00:00.250``."""
+    parts = [str(msg.get("deviceId")), str(msg.get("group")), f"#{msg.get('seq')}"]
+    if msg.get("snapshot"):
+        parts.append("snap")
+    values = msg.get("values")
+    if isinstance(values, dict):
+        items = [f"{k}={_shown(v)}" for k, v in values.items()]
+        parts += _cut(items, TELEMETRY_VALUES, TELEMETRY_WIDTH)
+    quality = msg.get("quality")
+    if isinstance(quality, dict) and quality:
+        flags = [f"{k}:{v}" for k, v in quality.items()]
+        parts.append("[" + " ".join(_cut(flags, 4, TELEMETRY_WIDTH // 2)) + "]")
+    sampled = msg.get("sampledAt")
+    if isinstance(sampled, str) and "T" in sampled:
+        parts.append("@" + sampled.partition("T")[2].removesuffix("Z"))
     return " ".join(parts)
 
 

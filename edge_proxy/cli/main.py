@@ -10,7 +10,9 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -366,6 +368,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{report['inFlight']} command(s) in flight\n"
     )
     rows = []
+    now = time.time()
     for dev in report["devices"]:
         err = dev.get("lastError") or {}
         rows.append(
@@ -374,11 +377,41 @@ def cmd_status(args: argparse.Namespace) -> int:
                 dev["status"],
                 dev.get("link"),
                 dev.get("lastSeen"),
+                *telemetry_cells(dev.get("telemetry"), now),
                 f"{err.get('code')}: {err.get('message')}" if err else None,
             )
         )
-    print(_table(rows, ("device", "state", "link", "last seen", "last error")))
+    header = ("device", "state", "link", "last seen", "last sample", "overruns", "last error")
+    print(_table(rows, header))
     return 0
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def telemetry_cells(groups: object, now: float) -> tuple[str | None, int | None]:
+    """`status`: a device's last sample age ("2.1s" ago, "never") and its skipped ticks.
+
+    ``groups`` is the device's ``telemetry`` list of the status report; (None, None) without.
+    """
+    if not isinstance(groups, list) or not groups:
+        return None, None
+    skipped = sum(int(g.get("skipped") or 0) for g in groups if isinstance(g, dict))
+    stamps = []
+    for group in groups:
+        sample = group.get("lastSample") if isinstance(group, dict) else None
+        if isinstance(sample, str):
+            with contextlib.suppress(ValueError):
+                stamps.append(datetime.fromisoformat(sample.replace("Z", "+00:00")).timestamp())
+    return (_age(now - max(stamps)) if stamps else "never"), skipped
 
 
 def cmd_call(args: argparse.Namespace) -> int:

@@ -2,9 +2,9 @@
 
 Import from here: the submodules are an implementation detail. They form one strict order,
 each importing only those before it: ``values`` (durations, sizes, ``${VAR}``, the model
-base) -> ``gateway`` -> ``telemetry`` (poll groups) -> ``profiles`` -> ``links`` -> ``devices``
--> ``limits`` -> ``model`` (the root :class:`Config`) -> ``checks`` (cross-references) ->
-``loader`` (YAML, errors);
+base) -> ``gateway`` -> ``telemetry`` (poll groups) -> ``simulation`` (a point's ``simulate:``)
+-> ``profiles`` -> ``links`` -> ``devices`` -> ``limits`` -> ``model`` (the root
+:class:`Config`) -> ``checks`` (cross-references) -> ``loader`` (YAML, errors);
 ``schema`` (JSON Schema and the reference page) reads ``model``.
 """
 
@@ -37,6 +37,7 @@ from edge_proxy.config.profiles import (
     check_param,
     param_error,
 )
+from edge_proxy.config.simulation import SimulateConfig
 from edge_proxy.config.telemetry import TelemetryConfig, TelemetryGroupConfig
 from edge_proxy.config.values import Duration, Size, interpolate_env, parse_duration, parse_size
 
@@ -61,6 +62,7 @@ __all__ = [
     "ProfileChecker",
     "ProfileConfig",
     "ReconnectConfig",
+    "SimulateConfig",
     "Size",
     "StepConfig",
     "TelemetryConfig",

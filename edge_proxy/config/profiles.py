@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from edge_proxy.config.simulation import SimulateConfig
 from edge_proxy.config.telemetry import TelemetryGroupConfig
 from edge_proxy.config.values import Duration, Size, _Model
 from edge_proxy.errors import EdgeProxyError, RequestError
@@ -111,6 +112,10 @@ class PointConfig(_Model):
                     "then": {"not": {"required": ["deadband"]}},
                 },
                 {
+                    "if": {"properties": {"type": {"const": "string"}}, "required": ["type"]},
+                    "then": {"not": {"required": ["simulate"]}},
+                },
+                {
                     "if": {
                         "properties": {"deadband": {"type": "string"}},
                         "required": ["deadband"],
@@ -161,6 +166,11 @@ class PointConfig(_Model):
         description='Telemetry report: change: a number is an absolute change; "2%" a share '
         "of the min..max span (both set). Default: any change is reported.",
     )
+    simulate: SimulateConfig | None = Field(
+        None,
+        description="For edge-proxy simulate and the simulated driver: how the value moves "
+        "over time (ramp, sine, noise, toggle or count). Real devices ignore it.",
+    )
 
     @field_validator("table", mode="before")
     @classmethod
@@ -195,6 +205,13 @@ class PointConfig(_Model):
                 "(it is a share of their span)"
             )
         return text if percent else number
+
+    @field_validator("simulate")
+    @classmethod
+    def _simulate_fits(cls, v: SimulateConfig | None, info: ValidationInfo) -> object:
+        if v is not None:
+            v.check_point(info.data.get("type"), info.data.get("min"), info.data.get("max"))
+        return v
 
     @model_validator(mode="before")
     @classmethod

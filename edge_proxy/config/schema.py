@@ -46,6 +46,8 @@ CROSS_CHECKS_ONLY = (
     "a telemetry group's command exists, writes nothing (nor do its steps) and needs no "
     'parameter; group names are unique in a profile; "*" finds a readable point',
     'a poll interval is at least 10ms also when written with a unit ("5ms")',
+    "a point's simulate rule fits the point: a bool takes toggle, a string none; the values "
+    "of ramp, sine and noise lie within the point's min..max",
 )
 
 #: Examples for keys whose default does not show a typical value, by dotted path.
@@ -79,6 +81,18 @@ EXAMPLES: dict[str, Any] = {
     "profiles.<name>.commands.<name>.expect": "^OK$",
     "profiles.<name>.commands.<name>.timeout": "2s",
     "profiles.<name>.points.<name>.deadband": 0.2,
+    "profiles.<name>.points.<name>.simulate.ramp.min": 0,
+    "profiles.<name>.points.<name>.simulate.ramp.max": 100,
+    "profiles.<name>.points.<name>.simulate.ramp.period": "60s",
+    "profiles.<name>.points.<name>.simulate.sine.min": 18,
+    "profiles.<name>.points.<name>.simulate.sine.max": 24,
+    "profiles.<name>.points.<name>.simulate.sine.period": "10m",
+    "profiles.<name>.points.<name>.simulate.noise.around": 20,
+    "profiles.<name>.points.<name>.simulate.noise.amplitude": 0.5,
+    "profiles.<name>.points.<name>.simulate.noise.every": "1s",
+    "profiles.<name>.points.<name>.simulate.toggle.period": "5s",
+    "profiles.<name>.points.<name>.simulate.count.step": 3,
+    "profiles.<name>.points.<name>.simulate.count.every": "1s",
     "profiles.<name>.telemetry[].name": "fast",
     "profiles.<name>.telemetry[].interval": "1s",
     "profiles.<name>.telemetry[].points": ["door_state", "temperature"],

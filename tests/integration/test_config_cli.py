@@ -106,7 +106,7 @@ def test_check_on_the_example_prints_its_devices_and_profiles() -> None:
     assert devices["pillar-900"][2:] == ["pillar-modbus", "pillar-900/link", "-", "no"]
     profiles = table_rows(proc.stdout, "Profiles")
     assert [row[0] for row in profiles] == ["pillar-modbus", "pillar-ascii"]
-    assert profiles[0][1] == "9"
+    assert profiles[0][1] == "10"  # nine, and light (a ramp for the demo's telemetry)
     links = {row[0]: row[1] for row in table_rows(proc.stdout, "Links")}
     assert links == {
         "sim-bus": "simulated",

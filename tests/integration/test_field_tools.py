@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def run(*args: str, cwd: Path = ROOT, timeout: float = 90) -> subprocess.Complet
 
 def test_demo_prints_the_exchange_and_exits_0(tmp_path: Path) -> None:
     # run from an empty folder: the demo must find its packaged example config
+    started = time.monotonic()
     out = run("demo", cwd=tmp_path)
+    assert time.monotonic() - started < 15  # the README's first command stays short
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
     assert "<- REGISTER edge-001" in text
@@ -41,6 +44,14 @@ def test_demo_prints_the_exchange_and_exits_0(tmp_path: Path) -> None:
     assert "command_response" in text and "completed" in text
     assert "<- error" in text and "INVALID_PARAMETERS" in text
     assert '"door_state":0,"brightness":100' in text  # the line device remembered the write
+    # telemetry: snapshots of the Modbus, in-memory and line devices, then simulated changes
+    lines = [line for line in text.splitlines() if line.startswith("<- telemetry ")]
+    for source in ("pillar-001 fast", "pillar-003 fast", "pillar-101 status"):
+        assert any(line.startswith(f"<- telemetry {source} #") for line in lines), source
+    assert any(" snap " in line for line in lines)
+    changes = [line for line in lines if " snap " not in line and "fast" in line]
+    assert changes and any("light=" in line or "temperature=" in line for line in changes)
+    assert "QUERY values of pillar-001" in text
     assert text.rstrip().endswith("== demo finished")
     assert "Traceback" not in out.stderr
 

@@ -6,7 +6,8 @@ command's ``expect`` pattern with its named groups filled from what was remember
 (``STS (?P<door_state>\\d) (?P<brightness>\\d+)`` gives ``STS 0 42`` after that write). Devices
 that share one link are asked in config order; the first whose profile recognises the request
 answers. Served over TCP for ``line-tcp`` and on the device end of a serial line for
-``line-serial``.
+``line-serial``. A profile point with a ``simulate:`` rule gives the reply field of its name
+(``door_state`` above) the rule's value at the time of the request, whatever was sent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import re
 import string
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import serial_asyncio
 
 from edge_proxy.config import CommandConfig, DeviceConfig, LineConfig, LinkConfig, ProfileConfig
+from edge_proxy.core import simulation_rules
 from edge_proxy.drivers import DeviceSimulator
 
 try:  # the regular-expression parser, to build replies that match ``expect``
@@ -117,6 +120,8 @@ class LineDeviceSim:
 
     profile: ProfileConfig
     state: dict[str, Any] = field(default_factory=dict)
+    device_id: str = ""
+    started: float = field(default_factory=time.monotonic)
 
     def answer(self, line: str) -> str | None:
         """The reply to one request line; None when no command of the profile sends it."""
@@ -135,6 +140,12 @@ class LineDeviceSim:
         values = dict(self.state)
         for name, spec in cmd.params.items():
             values.setdefault(name, spec.default if spec.default is not None else 0)
+        t = time.monotonic() - self.started
+        for name, point in self.profile.points.items():
+            if point.simulate is not None:
+                seed = simulation_rules.seed_of(self.device_id, name)
+                value = simulation_rules.point_value(point, t, seed)
+                values[name] = int(value) if isinstance(value, bool) else value
         return values
 
 
@@ -151,7 +162,7 @@ class LineSimulator(DeviceSimulator):
         devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
     ) -> None:
         super().__init__(link_name, link, devices)
-        self.sims = [LineDeviceSim(profile) for _, profile in self.devices]
+        self.sims = [LineDeviceSim(profile, device_id=dev.id) for dev, profile in self.devices]
         # One wire, one line format: the first device's.
         line = next((p.line for _, p in self.devices if p.line is not None), LineConfig())
         self.encoding = line.encoding
