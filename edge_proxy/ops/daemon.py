@@ -12,6 +12,8 @@ from typing import Any
 from edge_proxy import __version__
 from edge_proxy.config import Config
 from edge_proxy.drivers import DriverRegistry, registry
+from edge_proxy.ops.activity import Activity
+from edge_proxy.ops.console import Console, ConsoleServer
 from edge_proxy.ops.control import ControlServer
 from edge_proxy.ops.metrics import Metrics
 from edge_proxy.ops.wiring import (
@@ -65,6 +67,8 @@ class Daemon:
             attach(device)
             self.devices[dev_cfg.id] = device
         self.engine.devices = dict(self.devices)
+        #: recent state changes and the Gateway link's since-when (status and the console)
+        self.activity = Activity()
         self.session = self._make_session(config)
         #: held while a reload runs; reloads (and stop) take turns
         self._reload_lock = asyncio.Lock()
@@ -83,6 +87,13 @@ class Daemon:
             self.engine.on_terminal = self.metrics.observe_command
             for dev in self.devices.values():
                 dev.on_latency = self.metrics.observe_transaction
+        self.console: Console | None = None
+        self.console_server: ConsoleServer | None = None
+        self.console_port: int | None = None
+        if config.console.address is not None:
+            self.console = Console(self, config.console)
+            self.console_server = ConsoleServer(self.console)
+            self.activity.on_change = self.console.on_change
         self.spool = open_spool(config, self.factory, self.outbox, self.engine)
         self.telemetry = self._new_telemetry(config)
 
@@ -101,6 +112,9 @@ class Daemon:
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             telemetry.on_cycle = metrics.observe_cycle
+        console = getattr(self, "console", None)
+        if console is not None:
+            telemetry.on_sample = console.on_sample
         return telemetry
 
     def _make_session(self, config: Config) -> Session:
@@ -128,6 +142,8 @@ class Daemon:
 
     def emit(self, msg: dict[str, Any]) -> None:
         """Queue a message for the Gateway (or hand a local command's message to its caller)."""
+        if self.console is not None and self.console.observe(msg):
+            return
         if self.control is not None and self.control.route(msg):
             return
         spool_id = msg.get("_spool_id")
@@ -135,6 +151,7 @@ class Daemon:
 
     def _on_state(self, dev: DeviceRuntime, new: str, previous: str | None, reason: str) -> None:
         self.emit(self.factory.device_status(dev.id, dev.config.type, new, previous, reason))
+        self.activity.device_changed(dev.id, new, previous, reason)
         telemetry = getattr(self, "telemetry", None)  # not yet there while devices are built
         if telemetry is not None:
             telemetry.device_state(dev.id, new, previous)
@@ -152,7 +169,10 @@ class Daemon:
 
     def status_report(self) -> dict[str, Any]:
         """Everything `edge-proxy status` shows."""
-        return status_report(self.config, self.session, self.outbox, self.engine, self.devices)
+        report = status_report(self.config, self.session, self.outbox, self.engine, self.devices)
+        report["gateway"]["since"] = self.activity.gateway()["since"]
+        report["changes"] = self.activity.recent(20)
+        return report
 
     def status(self) -> dict[str, Any]:
         """The HEARTBEAT status block."""
@@ -231,8 +251,10 @@ class Daemon:
             link.aging = new.commands.aging
         if session is not None:
             await self._restart_session(session)
-        if new.metrics != old.metrics or new.control != old.control:
-            log.warning("metrics and control settings change only at a restart")
+        if new.metrics != old.metrics or new.control != old.control or new.console != old.console:
+            log.warning("metrics, control and console settings change only at a restart")
+        if self.console is not None:
+            self.console.keep_only(set(self.devices))
         summary = {"added": added, "removed": removed, "changed": changed}
         log.info("configuration reloaded: %s", summary)
         return summary
@@ -284,10 +306,27 @@ class Daemon:
                 self.metrics_port = self.metrics.start(host, port)
             except OSError as exc:  # the daemon runs on without it, as without the control socket
                 log.error("metrics.listen %s unavailable: %s", self.config.metrics.listen, exc)
+        await self._start_console()
+        self.activity.start(lambda: self.session.state)
         for dev in self.devices.values():
             self._start_device(dev)
         self.telemetry.start()
         self._session_task = asyncio.create_task(self.session.run(), name="gateway-session")
+
+    async def _start_console(self) -> None:
+        address = self.config.console.address
+        if self.console is None or self.console_server is None or address is None:
+            return
+        try:
+            self.console_port = await self.console_server.start(*address)
+        except OSError as exc:  # the daemon runs on without it, as without the metrics endpoint
+            log.error("console.listen %s unavailable: %s", self.config.console.listen, exc)
+            self.console = None
+            self.console_server = None
+            self.activity.on_change = None
+            self.telemetry.on_sample = None
+            return
+        self.console.start()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking commands, finish in-flight ones within the grace, close everything.
@@ -316,6 +355,11 @@ class Daemon:
             await link.close()
         if self.metrics is not None:
             await self.metrics.stop()
+        await self.activity.stop()
+        if self.console is not None:
+            await self.console.stop()
+        if self.console_server is not None:
+            await self.console_server.stop()
         if self.control is not None:
             await self.control.stop()
         if self.spool is not None:

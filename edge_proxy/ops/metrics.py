@@ -10,6 +10,7 @@ observed as commands and transactions finish.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -27,6 +28,7 @@ from edge_proxy.runtime.engine import Engine
 from edge_proxy.runtime.outbox import Outbox
 from edge_proxy.runtime.session import Session
 from edge_proxy.runtime.telemetry import Telemetry
+from edge_proxy.wire.names import CONSOLE_PREFIX, LOCAL_PREFIXES
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,8 +49,12 @@ class RuntimeView(Protocol):
 class DaemonCollector(Collector):
     """Reads the daemon's counters at scrape time."""
 
-    def __init__(self, daemon: RuntimeView) -> None:
+    def __init__(
+        self, daemon: RuntimeView, sources: collections.Counter[tuple[str, str, str]] | None = None
+    ) -> None:
         self.daemon = daemon
+        #: terminals of local commands by (type, status, source); the rest came from the Gateway
+        self.sources = sources if sources is not None else collections.Counter()
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family (runs in the HTTP thread: only reads, copies first)."""
@@ -91,14 +97,18 @@ class DaemonCollector(Collector):
         commands = CounterMetricFamily(
             "edge_commands",
             "Commands answered, by type and terminal status",
-            labels=["command_type", "status"],
+            labels=["command_type", "status", "source"],
         )
         rejected = CounterMetricFamily("edge_commands_rejected", "Rejected frames", labels=["code"])
+        local = dict(self.sources)
+        for (ctype, status, source), n in local.items():
+            commands.add_metric([ctype, status, source], n)
         for key, n in dict(d.engine.counts).items():
             kind, _, rest = key.partition(":")
             if kind == "terminal":
                 ctype, _, status = rest.partition(":")
-                commands.add_metric([ctype, status], n)
+                others = sum(v for (t, s, _), v in local.items() if t == ctype and s == status)
+                commands.add_metric([ctype, status, "gateway"], max(0, n - others))
             elif kind == "rejected":
                 rejected.add_metric([rest], n)
         yield commands
@@ -164,7 +174,8 @@ class Metrics:
         self.daemon = daemon
         self.stall_after = stall_after
         self.registry = CollectorRegistry()
-        self.registry.register(DaemonCollector(daemon))
+        self.sources: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.registry.register(DaemonCollector(daemon, self.sources))
         self.command_seconds = Histogram(
             "edge_command_duration_seconds",
             "Time from a COMMAND's arrival to its terminal message",
@@ -192,8 +203,11 @@ class Metrics:
         self._ticker: asyncio.Task[None] | None = None
 
     def observe_command(self, command_type: str, status: str, ref: str, seconds: float) -> None:
-        """Engine hook: a command got its terminal message."""
+        """Engine hook: a command got its terminal message (local ones counted by source)."""
         self.command_seconds.labels(command_type).observe(seconds)
+        if ref.startswith(LOCAL_PREFIXES):
+            source = "console" if ref.startswith(CONSOLE_PREFIX) else "local"
+            self.sources[(command_type, status, source)] += 1
 
     def observe_cycle(self, group: str, seconds: float) -> None:
         """Record one poll cycle's duration."""

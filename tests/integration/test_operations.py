@@ -55,7 +55,9 @@ async def test_metrics_move_as_commands_run(gateway: Gateway, edge_factory: Edge
     url = f"http://127.0.0.1:{daemon.metrics_port}"
     _, before = await aget(f"{url}/metrics")
     assert metric(before, "edge_gateway_up") == 1.0
-    done_before = metric(before, "edge_commands_total", command_type="SIMPLE", status="completed")
+    done_before = metric(
+        before, "edge_commands_total", command_type="SIMPLE", status="completed", source="gateway"
+    )
     for i in range(3):
         await gateway.send(command(f"m{i}", op="write", params={"values": {"mode": i}}))
         await gateway.terminal(f"m{i}")
@@ -64,7 +66,13 @@ async def test_metrics_move_as_commands_run(gateway: Gateway, edge_factory: Edge
     status, after = await aget(f"{url}/metrics")
     assert status == 200
     assert (
-        metric(after, "edge_commands_total", command_type="SIMPLE", status="completed")
+        metric(
+            after,
+            "edge_commands_total",
+            command_type="SIMPLE",
+            status="completed",
+            source="gateway",
+        )
         == done_before + 3
     )
     assert metric(after, "edge_commands_rejected_total", code="ACCESS_DENIED") == 1
