@@ -58,7 +58,7 @@ def _link_identity(config: Config, device: DeviceConfig) -> tuple[object, ...]:
     """What makes two devices share a connection (as Driver.share_key decides it)."""
     link = config.link_of(device)
     if isinstance(link.port, str):
-        return ("serial", link.port)
+        return ("serial", os.path.realpath(link.port))
     if link.host:
         return (link.driver, link.host, link.port)
     return ("named", config.link_name_of(device))
@@ -125,6 +125,46 @@ def cross_check(
     if check_link is not None:
         for name, link in config.links.items():
             errors += [f"links.{name}{m}" for m in check_link(link.driver, link)]
+    errors += _check_serial_ports(config)
+    return errors
+
+
+def _check_serial_ports(config: Config) -> list[str]:
+    """Links of enabled devices that name one serial port (also through a symlink: compared by
+    ``os.path.realpath``) have the same settings: the port is one connection with one set."""
+    errors: list[str] = []
+    first: dict[str, tuple[str, LinkConfig]] = {}
+    seen: set[str] = set()
+    for i, dev in enumerate(config.devices):
+        if not dev.enabled or (isinstance(dev.link, str) and dev.link not in config.links):
+            continue
+        link = config.link_of(dev)
+        at = f"links.{dev.link}" if isinstance(dev.link, str) else f"devices[{i}].link"
+        if not isinstance(link.port, str) or at in seen:
+            continue
+        seen.add(at)
+        real = os.path.realpath(link.port)
+        if real not in first:
+            first[real] = (at, link)
+            continue
+        other_at, other = first[real]
+        mine, theirs = link.model_dump(exclude={"port"}), other.model_dump(exclude={"port"})
+        if link.port == other.port:
+            del mine["driver"], theirs["driver"]  # the driver check above names that one
+        diffs = [
+            f"{key} {mine.get(key, '(not set)')} here, {theirs.get(key, '(not set)')} there"
+            for key in sorted(set(mine) | set(theirs))
+            if mine.get(key) != theirs.get(key)
+        ]
+        if diffs:
+            same = f"{other.port} of {other_at}"
+            if link.port != other.port:
+                same += f" (both are {real})"
+            errors.append(
+                f"{at}.port: {link.port} is the serial port {same}, with other settings "
+                f"({'; '.join(diffs)}); one port is one connection with one set of settings: "
+                f"make them the same or use one link"
+            )
     return errors
 
 

@@ -3,12 +3,14 @@
 Theory of operation
 -------------------
 A device starts ``connecting`` (or ``disabled`` when its config says so). The first answer
-takes it ``online``. ``offline_after`` failures in a row (timeouts, I/O errors; never an
-exception reply, which is an answer) take it ``offline``; while offline, commands fail fast
-and a background probe retries at backoff intervals until the device answers, which brings it
-back ``online``. A reload that disables a device takes it ``disabled`` from any state;
-enabling it again starts over at ``connecting``. Every other (state, event) pair leaves the
-state as it is. Nothing else changes a device's state.
+takes it ``online``: a reply from the device, an exception reply included; an open connection
+is not an answer. ``offline_after`` failures in a row (timeouts, I/O errors, Modbus gateway
+exceptions 10 and 11; never an exception reply of the device itself) take it ``offline``;
+while offline, commands fail fast and a probe retries at the link's reconnect backoff
+intervals until the device answers, which brings it back ``online``. A reload that disables a
+device takes it ``disabled`` from any state; enabling it again starts over at ``connecting``.
+Every other (state, event) pair leaves the state as it is. Nothing else changes a device's
+state.
 """
 
 from __future__ import annotations

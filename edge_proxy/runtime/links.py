@@ -8,6 +8,13 @@ still runs under a stream of ``high`` ones; background work (health checks, prob
 only when no command is waiting. When the connection itself fails, the link closes it and waits
 out an exponential backoff with jitter before the next attempt; jobs arriving meanwhile fail
 fast.
+
+How a job's outcome counts for its device: a reply is an answer, good or not. A
+``DeviceException`` (an exception reply) fails the job but is recorded as an answer
+(``record_answer``), never toward ``offline_after``; a timeout or an I/O error is a failure.
+A job submitted with ``answers=False`` (a health check that only keeps the link open) records
+nothing when it succeeds: an open connection is not an answer. An offline device's commands
+fail fast unless the device lets one through as its probe (``take_probe_slot``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from edge_proxy.config import LinkConfig
 from edge_proxy.core.backoff import Backoff
 from edge_proxy.drivers import Device, Driver, Link, OperationContext, set_current_operation
 from edge_proxy.errors import (
+    DeviceException,
     DeviceOffline,
     DeviceTimeout,
     EdgeProxyError,
@@ -66,8 +74,16 @@ class LinkDevice(Protocol):
         """Count a successful operation."""
         ...
 
+    def record_answer(self, exc: BaseException) -> None:
+        """Count an exception reply: a failed operation, but an answer."""
+        ...
+
     def record_failure(self, exc: BaseException, *, count_transaction: bool = True) -> None:
         """Count a failed operation."""
+        ...
+
+    def take_probe_slot(self) -> bool:
+        """Whether a command may go to this offline device now, as its probe."""
         ...
 
 
@@ -95,6 +111,8 @@ class Job:
     future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.monotonic)
     started: bool = False
+    #: whether the job's success is an answer from the device (False: it only opened the link)
+    answers: bool = True
 
 
 class LinkRuntime:
@@ -146,9 +164,12 @@ class LinkRuntime:
         ctx: OperationContext | None = None,
         *,
         probe: bool = False,
+        answers: bool = True,
     ) -> Any:
         """Queue one operation and wait for its result (raises what the operation raised)."""
-        job = self.submit(device, level, fn, ctx or OperationContext(), probe=probe)
+        job = self.submit(
+            device, level, fn, ctx or OperationContext(), probe=probe, answers=answers
+        )
         return await job.future
 
     def submit(
@@ -159,6 +180,7 @@ class LinkRuntime:
         ctx: OperationContext,
         *,
         probe: bool = False,
+        answers: bool = True,
     ) -> Job:
         """Queue one operation (the engine bounds how many commands may wait per link)."""
         if self._closing:
@@ -166,7 +188,7 @@ class LinkRuntime:
         if level < BACKGROUND:
             self.queued += 1
         loop = asyncio.get_running_loop()
-        job = Job(device, level, fn, ctx, probe, loop.create_future())
+        job = Job(device, level, fn, ctx, probe, loop.create_future(), answers=answers)
         self.queues[level].append(job)
         self._wakeup.set()
         return job
@@ -280,7 +302,7 @@ class LinkRuntime:
         job.ctx.check()
         if device.state == "disabled":
             raise DeviceOffline(f"device {device.id} is disabled")
-        if device.state == "offline" and not job.probe:
+        if device.state == "offline" and not job.probe and not device.take_probe_slot():
             raise DeviceOffline(
                 f"device {device.id} is offline ({(device.last_error or {}).get('message')})"
             )
@@ -313,6 +335,9 @@ class LinkRuntime:
             raise
         except RequestError:
             raise
+        except DeviceException as exc:
+            device.record_answer(exc)  # an exception reply is an answer: the device is there
+            raise
         except EdgeProxyError as exc:
             device.record_failure(exc)
             raise
@@ -322,7 +347,8 @@ class LinkRuntime:
             raise
         finally:
             set_current_operation(None)
-        device.record_success(time.monotonic() - started)
+        if job.answers:
+            device.record_success(time.monotonic() - started)
         return result
 
     async def _reset_connection(self, reason: str) -> None:

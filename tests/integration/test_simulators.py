@@ -37,6 +37,8 @@ LINE_PROFILE: dict[str, Any] = {
             "request": "STS?",
             "expect": "^STS (?P<door_state>\\d) (?P<brightness>\\d+)$",
         },
+        # what the daemon asks on its own: without it a line device stays "connecting"
+        "health": {"request": "STS?"},
     },
 }
 

@@ -25,7 +25,18 @@ line that arrives after the next request was written, is taken as (part of) the 
 ``expect`` then usually rejects it, which fails that one transaction; a profile without
 ``expect`` cannot tell. Choose a grace longer than the device's worst reply time.
 
-Extra link key (both drivers): ``late_reply_grace`` (a duration; ``0`` turns the wait off).
+A bounded receive buffer
+------------------------
+Received bytes wait in a buffer until a line end takes them out. A device that streams bytes
+without a terminator (a wrong ``terminator``, a device in a binary mode, noise) must not grow
+it without limit: it holds at most the link key ``max_buffer`` (default 64 KiB, never less
+than a profile's ``max_line`` plus its terminator). On overflow everything buffered is
+discarded, counted (:attr:`LineLink.overflows`, :attr:`LineLink.overflow_bytes`) and logged
+(a warning, at most one per ``OVERFLOW_LOG_EVERY`` seconds), and the transaction in progress,
+if any, fails with ``DEVICE_EXCEPTION``; the device's next transaction starts clean.
+
+Extra link keys (both drivers): ``late_reply_grace`` (a duration; ``0`` turns the wait off) and
+``max_buffer`` (a size, at least ``MIN_BUFFER``).
 """
 
 from __future__ import annotations
@@ -35,10 +46,11 @@ import logging
 import termios
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 
 import serial_asyncio
 
-from edge_proxy.config import LinkConfig, parse_duration
+from edge_proxy.config import LinkConfig, parse_duration, parse_size
 from edge_proxy.drivers import Link, checkpoint
 from edge_proxy.errors import DeviceException, DeviceTimeout, LinkIOError
 
@@ -46,13 +58,26 @@ log = logging.getLogger(__name__)
 
 #: How long close() waits for buffered output to flush before dropping the connection.
 _CLOSE_FLUSH = 1.0
+#: Default of the ``max_buffer`` link key: received bytes kept while waiting for a line end.
+MAX_BUFFER = 64 * 1024
+#: The smallest ``max_buffer`` the drivers accept.
+MIN_BUFFER = 1024
+#: Seconds between two warnings about receive buffer overflows on one link.
+OVERFLOW_LOG_EVERY = 10.0
 
 
 class _LineProtocol(asyncio.Protocol):
-    """Collects received bytes in a buffer the link reads lines from."""
+    """Collects received bytes in a bounded buffer the link reads lines from."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, limit: int = MAX_BUFFER, on_overflow: Callable[[int, int], None] | None = None
+    ) -> None:
         self.buffer = bytearray()
+        #: the most bytes the buffer holds; beyond it they are discarded
+        self.limit = limit
+        #: bytes discarded by overflows since the link last looked (a transaction then fails)
+        self.overflowed = 0
+        self._on_overflow = on_overflow
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.error: BaseException | None = None
@@ -65,8 +90,14 @@ class _LineProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        """Append to the buffer and wake a waiting reader."""
+        """Append to the buffer (discarding it all beyond ``limit``) and wake a waiting reader."""
         self.buffer += data
+        if len(self.buffer) > self.limit:
+            dropped = len(self.buffer)
+            self.buffer.clear()
+            self.overflowed += dropped
+            if self._on_overflow is not None:
+                self._on_overflow(dropped, self.limit)
         self._wake()
 
     def eof_received(self) -> bool:
@@ -108,6 +139,14 @@ class LineLink(Link):
         super().__init__(name, config)
         grace = config.extra_keys.get("late_reply_grace")
         self.late_reply_grace: float | None = None if grace is None else parse_duration(grace)
+        #: the receive buffer's bound (``max_buffer``); a profile's longer max_line raises it
+        self.max_buffer = parse_size(config.extra_keys.get("max_buffer", MAX_BUFFER))
+        #: receive buffer overflows, and the bytes they discarded
+        self.overflows = 0
+        self.overflow_bytes = 0
+        self._overflow_logged = 0.0  # monotonic time of the last warning
+        self._overflow_unlogged = 0  # overflows since then
+        self._device_id: str | None = None  # whose transaction is on the wire, for the log
         self._protocol: _LineProtocol | None = None
         self._transport: asyncio.Transport | None = None
         # Replies still owed by the device for requests we gave up on, and until when to wait.
@@ -130,6 +169,30 @@ class LineLink(Link):
     @abstractmethod
     async def _connect(self) -> tuple[asyncio.Transport, _LineProtocol]:
         """Open the byte stream; raise OSError when it cannot be opened."""
+
+    def _make_protocol(self) -> _LineProtocol:
+        """A protocol for a new connection, its buffer bounded by ``max_buffer``."""
+        return _LineProtocol(self.max_buffer, self._overflowed)
+
+    def _overflowed(self, dropped: int, limit: int) -> None:
+        self.overflows += 1
+        self.overflow_bytes += dropped
+        self._overflow_unlogged += 1
+        now = time.monotonic()
+        if now - self._overflow_logged < OVERFLOW_LOG_EVERY and self._overflow_logged:
+            return
+        extra = {"device_id": self._device_id} if self._device_id else {}
+        log.warning(
+            "link %s: %d receive buffer overflow(s): more than %d bytes without a line end "
+            "were discarded (%d bytes in all so far)",
+            self.name,
+            self._overflow_unlogged,
+            limit,
+            self.overflow_bytes,
+            extra=extra,
+        )
+        self._overflow_logged = now
+        self._overflow_unlogged = 0
 
     async def open(self) -> None:
         """Connect; LinkIOError when the peer cannot be reached."""
@@ -208,6 +271,7 @@ class LineLink(Link):
             else:
                 self._discard("unsolicited line", line, device_id)
         self._late = 0
+        protocol.overflowed = 0  # counted and logged already; not this transaction's failure
         if protocol.buffer:
             self._discard("partial line", bytes(protocol.buffer), device_id)
             protocol.buffer.clear()
@@ -228,18 +292,25 @@ class LineLink(Link):
         device_id: str,
     ) -> bytes:
         """Send one request line and return the reply line (both without terminator)."""
-        await self._settle(terminator, device_id)
-        checkpoint()
-        transport, protocol = self._require()
-        transport.write(request + terminator)
+        _, protocol = self._require()
+        # a reply as long as max_line always fits, whatever max_buffer says
+        protocol.limit = max(self.max_buffer, max_line + len(terminator) + 1)
+        self._device_id = device_id
         try:
-            return await self._read_reply(
-                protocol, request, terminator, timeout, max_line, device_id
-            )
-        except asyncio.CancelledError:
-            # The request is out: whatever answers it now is a late reply.
-            self._owe(terminator, timeout)
-            raise
+            await self._settle(terminator, device_id)
+            checkpoint()
+            transport, protocol = self._require()
+            transport.write(request + terminator)
+            try:
+                return await self._read_reply(
+                    protocol, request, terminator, timeout, max_line, device_id
+                )
+            except asyncio.CancelledError:
+                # The request is out: whatever answers it now is a late reply.
+                self._owe(terminator, timeout)
+                raise
+        finally:
+            self._device_id = None
 
     async def _read_reply(
         self,
@@ -252,6 +323,15 @@ class LineLink(Link):
     ) -> bytes:
         deadline = time.monotonic() + timeout
         while True:
+            if protocol.overflowed:
+                dropped, protocol.overflowed = protocol.overflowed, 0
+                # the endless "line" may go on: treat its rest like a late reply
+                self._owe(terminator, timeout)
+                raise DeviceException(
+                    f"device {device_id}: {dropped} bytes without a line end overflowed the "
+                    f"receive buffer ({protocol.limit} bytes) and were discarded",
+                    details={"discardedBytes": dropped},
+                )
             line = self._take_line(protocol, terminator)
             if line is not None:
                 if len(line) > max_line:
@@ -282,7 +362,7 @@ class LineTcpLink(LineLink):
         loop = asyncio.get_running_loop()
         assert self.config.host is not None and isinstance(self.config.port, int)
         transport, protocol = await loop.create_connection(
-            _LineProtocol, self.config.host, self.config.port
+            self._make_protocol, self.config.host, self.config.port
         )
         protocol.transport = transport
         return transport, protocol
@@ -298,7 +378,7 @@ class LineSerialLink(LineLink):
         try:
             transport, protocol = await serial_asyncio.create_serial_connection(
                 loop,
-                _LineProtocol,
+                self._make_protocol,
                 cfg.port,
                 baudrate=cfg.baudrate,
                 bytesize=cfg.bytesize,

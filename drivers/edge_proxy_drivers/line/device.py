@@ -107,6 +107,16 @@ class LineDevice(Device):
         """Line devices have no points."""
         raise DeviceException("line devices have no points")
 
+    @property
+    def health_asks_device(self) -> bool:
+        """Whether health() asks the device something: only with a profile ``health`` command.
+
+        Without one it merely opens the link, which proves nothing about the device: the core
+        then keeps it ``connecting`` until a command or a poll is answered.
+        """
+        cmd = self.profile.commands.get("health")
+        return cmd is not None and cmd.request is not None
+
     async def health(self) -> None:
         """Run the profile's ``health`` command if it has one, else make sure the link is up."""
         cmd = self.profile.commands.get("health")

@@ -1,14 +1,16 @@
-"""Registry entries of the line drivers and the check of their ``late_reply_grace`` key."""
+"""Registry entries of the line drivers and the checks of their ``late_reply_grace`` and
+``max_buffer`` keys."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
+from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration, parse_size
 from edge_proxy.drivers import Device, Driver, Link
-from edge_proxy_drivers.line.client import LineSerialLink, LineTcpLink
+from edge_proxy_drivers.line.client import MIN_BUFFER, LineSerialLink, LineTcpLink
 from edge_proxy_drivers.line.device import LineDevice
+from edge_proxy_drivers.ports import serial_share_key
 
 if TYPE_CHECKING:
     from edge_proxy.drivers import DeviceSimulator
@@ -22,20 +24,36 @@ def _check_line_keys(link: LinkConfig) -> list[str]:
             parse_duration(value)
         except ValueError as exc:
             errors.append(f".late_reply_grace: {exc} (got {value!r})")
+    if "max_buffer" in link.extra_keys:
+        value = link.extra_keys["max_buffer"]
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            errors.append(f".max_buffer: {exc} (got {value!r})")
+        else:
+            if size < MIN_BUFFER:
+                errors.append(f".max_buffer: at least {MIN_BUFFER} bytes (1KiB) (got {value!r})")
     return errors
 
 
 class _LineDriver(Driver):
-    """What both line drivers share: the device adapter and the ``late_reply_grace`` key."""
+    """What both line drivers share: the device adapter and their link keys."""
 
     device_class: ClassVar[type[Device]] = LineDevice
-    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace"})
+    extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace", "max_buffer"})
     needs_port: ClassVar[bool] = True
 
     @classmethod
     def check_link(cls, link: LinkConfig) -> list[str]:
         """Check the line driver's own keys too."""
         return super().check_link(link) + _check_line_keys(link)
+
+    @classmethod
+    def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
+        """A serial port is shared by path with symlinks resolved; else as the core decides."""
+        if cls.serial:
+            return serial_share_key(link)
+        return super().share_key(link_name, link)
 
     @classmethod
     def simulator(

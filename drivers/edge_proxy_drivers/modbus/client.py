@@ -13,7 +13,9 @@ choice. Every transaction goes through :meth:`ModbusLink.transaction`, which
   connection, so a dropped TCP connection fails the transaction at once with ``LinkIOError``
   instead of waiting for the timeout;
 * turns the outcome into the exceptions of :mod:`edge_proxy.errors`: an exception response is
-  ``DeviceException`` (with the exception code), no answer is ``DeviceTimeout``, a lost or
+  ``DeviceException`` (with the exception code; the device answered), except 10 and 11, a
+  gateway's word that the device behind it did not answer, which are ``DeviceTimeout`` (the
+  code in details, checked in :mod:`.device`); no answer is ``DeviceTimeout``, a lost or
   closed connection is ``LinkIOError`` and a reply that does not fit the request is
   ``DeviceError`` (``IO_ERROR``).
 

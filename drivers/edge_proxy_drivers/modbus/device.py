@@ -12,7 +12,7 @@ from pymodbus.pdu import ModbusPDU
 from edge_proxy.config import PointConfig
 from edge_proxy.core import points as codec
 from edge_proxy.drivers import Device, current_operation
-from edge_proxy.errors import DeviceException
+from edge_proxy.errors import DeviceException, DeviceTimeout
 from edge_proxy_drivers.modbus.client import Call, ModbusLink
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,10 @@ EXCEPTION_NAMES: dict[int, str] = {
     11: "gateway target device failed to respond",
 }
 
+#: Exceptions a gateway sends for the device behind it that did not answer: these are timeouts
+#: (``DEVICE_TIMEOUT``, counted toward ``offline_after``), not answers of the device.
+GATEWAY_NO_ANSWER = frozenset({10, 11})
+
 #: A write request given the client, the unit and whether it is a broadcast (no reply).
 WriteCall = Callable[[ModbusBaseClient, int, bool], Awaitable[ModbusPDU]]
 
@@ -47,6 +51,11 @@ class ModbusDevice(Device):
     """One Modbus unit on a link: typed point reads and writes."""
 
     link: ModbusLink
+
+    @property
+    def health_asks_device(self) -> bool:
+        """Whether health() asks the unit something: a readable point, and not broadcast unit 0."""
+        return not self._broadcast() and any(p.readable for p in self.profile.points.values())
 
     def _what(self, fc: int, table: str, address: int, count: int) -> str:
         return f"unit {self.unit} FC{fc} {table} {address}+{count}"
@@ -65,10 +74,11 @@ class ModbusDevice(Device):
             )
         if response.isError():
             code = int(response.exception_code)
-            raise DeviceException(
-                f"{what}: Modbus exception {code} ({exception_name(code)})",
-                details={"exceptionCode": code, "function": fc},
-            )
+            message = f"{what}: Modbus exception {code} ({exception_name(code)})"
+            details = {"exceptionCode": code, "function": fc}
+            if code in GATEWAY_NO_ANSWER:
+                raise DeviceTimeout(message, details=details)
+            raise DeviceException(message, details=details)
 
     def _broadcast(self) -> bool:
         return self.unit == 0 and self.link.broadcast_unit_zero

@@ -8,7 +8,7 @@ point asked for, default 8; 0 for devices that refuse reads across holes),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
@@ -22,6 +22,7 @@ from edge_proxy_drivers.modbus.client import (
     ModbusTcpLink,
 )
 from edge_proxy_drivers.modbus.device import ModbusDevice
+from edge_proxy_drivers.ports import serial_share_key
 
 if TYPE_CHECKING:
     from edge_proxy.drivers import DeviceSimulator
@@ -66,6 +67,13 @@ class _ModbusDriver(Driver):
         if cls.serial and link.port is None:
             errors.append(f".port: driver {link.driver!r} needs a serial device path")
         return errors
+
+    @classmethod
+    def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
+        """A serial port is shared by path with symlinks resolved; else as the core decides."""
+        if cls.serial:
+            return serial_share_key(link)
+        return super().share_key(link_name, link)
 
     @classmethod
     def simulator(
