@@ -569,16 +569,18 @@ class Bench:
             print("(the edge ran under cProfile: its numbers are slowed down by it)")
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        for helper in reversed(self.helpers):
-            await helper.close()
-        if self.edge is not None:
-            await self.edge.stop()
-            if exc is not None:
-                print(f"--- edge log (end) ---\n{self.edge.log_tail()}", file=sys.stderr)
-        await self.gateway.stop()
-        if self.edge is not None and exc is None:
-            self.edge.print_profile()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            for helper in reversed(self.helpers):
+                await helper.close()
+            if self.edge is not None:
+                await self.edge.stop()
+                if exc is not None:
+                    print(f"--- edge log (end) ---\n{self.edge.log_tail()}", file=sys.stderr)
+            await self.gateway.stop()
+            if self.edge is not None and exc is None:
+                self.edge.print_profile()
+        finally:  # also when printing fails (a closed pipe)
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
