@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from edge_proxy.config.values import _Model
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+#: the JSON Schema's view of listen (the loader's check is split_listen)
+LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):" + _PORT + "$"
+LOOPBACK_PATTERN = (
+    r"^(127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\]|localhost|localhost\.localdomain|ip6-localhost):"
+)
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -43,10 +49,26 @@ def is_loopback(host: str) -> bool:
 class ConsoleConfig(_Model):
     """The operator web console (pages, live updates, the command tester)."""
 
+    model_config = ConfigDict(
+        **_Model.model_config,
+        json_schema_extra={
+            # a listen address that is not loopback needs a token (as the loader says)
+            "if": {
+                "properties": {"listen": {"type": "string", "not": {"pattern": LOOPBACK_PATTERN}}},
+                "required": ["listen"],
+            },
+            "then": {
+                "required": ["token"],
+                "properties": {"token": {"type": "string", "minLength": 1}},
+            },
+        },
+    )
+
     listen: str | None = Field(
         None,
         description="host:port of the web console, e.g. 127.0.0.1:8080; off if unset. "
         "Any address but loopback needs a token.",
+        json_schema_extra={"pattern": LISTEN_PATTERN},
     )
     token: SecretStr | None = Field(
         None,

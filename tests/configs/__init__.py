@@ -188,6 +188,12 @@ BROKEN_CASES: list[tuple[str, str, str]] = [
         "profiles.pillar-ascii.telemetry[0].command",
         "unknown command 'STAUS'",
     ),
+    (
+        "60-console-public-without-token.yaml",
+        "console.token",
+        "required when console.listen (0.0.0.0:8080) is not a loopback address",
+    ),
+    ("61-console-bad-port.yaml", "console.listen", "port must be a number from 0 to 65535"),
 ]
 
 
