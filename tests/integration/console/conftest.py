@@ -190,4 +190,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say once, visibly, that the browser tests were skipped and why."""
     for notice in SKIPPED:
         terminalreporter.write_line(notice, yellow=True, bold=True)
-
