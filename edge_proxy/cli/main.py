@@ -339,6 +339,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = _socket_path(args)
     if path is None:
         return EXIT_CONFIG
+    if args.watch:
+        from edge_proxy.cli.watch import watch
+
+        return watch(path, args.interval, args.count, args.timeout)
 
     async def main() -> dict[str, Any]:
         async for doc in request(path, {"op": "status"}):
@@ -551,6 +555,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_status.add_argument("--config", "-c", help="the daemon's config (to find its socket)")
     p_status.add_argument("--socket", help="the control socket path")
     p_status.add_argument("--json", action="store_true", help="print the raw report")
+    p_status.add_argument(
+        "--watch", action="store_true", help="redraw the overview and devices table live"
+    )
+    p_status.add_argument(
+        "--interval", type=float, default=1.0, help="--watch: seconds between redraws"
+    )
+    p_status.add_argument(
+        "--count", type=int, default=0, help="--watch: stop after this many redraws (0: never)"
+    )
     p_status.add_argument(
         "--timeout",
         type=float,
