@@ -1,8 +1,7 @@
-"""Integration fixtures: a running test Gateway, running edges, and a leaked-task check."""
+"""Integration fixtures: a running test Gateway, running edges, and a leak check."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -10,7 +9,10 @@ import pytest
 from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from tests.builders import base_tree, make_config
+from tests.integration.leaks import no_leaks
 from tests.integration.support import Gateway
+
+__all__ = ["no_leaks"]  # autouse: every integration test fails if it leaks tasks or fds
 
 
 @pytest.fixture
@@ -47,20 +49,3 @@ async def edge(gateway: Gateway) -> AsyncIterator[Daemon]:
     await gateway.wait(lambda f: f["type"] == "REGISTER")
     yield daemon
     await daemon.stop(grace=1.0)
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail a test that leaves tasks of its own running."""
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leaked = [
-        t
-        for t in asyncio.all_tasks() - before
-        if not t.done() and t is not asyncio.current_task() and "websockets" not in repr(t)
-    ]
-    if leaked:
-        for t in leaked:
-            t.cancel()
-        pytest.fail(f"leaked tasks: {[t.get_name() for t in leaked]}")

@@ -1,8 +1,6 @@
 """A fixture that fails a test which leaves asyncio tasks, file descriptors or sockets behind.
 
-Autouse in ``tests/integration/faults`` (its conftest imports it). To try it on other tests
-without touching their conftest, load this module as a plugin:
-``pytest -p tests.integration.faults.leaks tests/integration``.
+Autouse for every integration test (``tests/integration/conftest.py`` imports it).
 
 Before the test it notes the running tasks and every open descriptor of this process with what
 it points at (``/proc/self/fd``: ``socket:[…]``, ``pipe:[…]``, ``/dev/ptmx``, files). After the

@@ -1,6 +1,6 @@
 """Fixtures of the fault-injection tests: a plain-frame Gateway, proxies, edge processes.
 
-Every test here also runs under :func:`~tests.integration.faults.leaks.no_leaks` (autouse).
+Every test here also runs under :func:`~tests.integration.leaks.no_leaks` (autouse).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults.edge import EdgeProcess
-from tests.integration.faults.leaks import no_leaks
 from tests.integration.faults.parts import FaultProxy
 from tests.integration.support import Gateway
 
-__all__ = ["EdgeFactory", "ProxyFactory", "no_leaks"]  # no_leaks: autouse here
+__all__ = ["EdgeFactory", "ProxyFactory"]
 
 ProxyFactory = Callable[..., Awaitable[FaultProxy]]
 EdgeFactory = Callable[..., Awaitable[EdgeProcess]]
