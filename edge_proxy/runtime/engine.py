@@ -329,8 +329,7 @@ class Engine:
             int(elapsed * 1000),
             extra={"request_ref": req.request_ref},
         )
-        msg, full = framing.fit_terminal(msg, self.max_frame)
-        text = framing.encode(msg)
+        msg, text, full = framing.fit_encoded(msg, self.max_frame)
         out = {**msg, "_text": text}
         if self.journal is not None and not req.request_ref.startswith(LOCAL_PREFIXES):
             try:  # the terminal waits in the outbox until this row is committed

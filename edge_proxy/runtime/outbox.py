@@ -143,7 +143,7 @@ class Outbox:
             self._count_drop(cls, str(msg.get("type")), ref, "not encodable")
             self._done(spool_id)
             return
-        size = len(text.encode("utf-8"))
+        size = framing.text_size(text)
         entry = Entry(next(self._seq), cls, text, size, str(msg.get("type")), ref, spool_id, ticket)
         if not self._make_room(entry):
             self._count_drop(cls, entry.mtype, ref, "it alone exceeds the outbox")

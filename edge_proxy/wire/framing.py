@@ -28,10 +28,14 @@ def is_terminal(msg: dict[str, Any]) -> bool:
     return msg.get("type") in TERMINAL_TYPES and "requestRef" in msg
 
 
+# keys the runtime attaches to a message on its way to the outbox; never sent
+PRIVATE_KEYS = frozenset({"_text", "_ticket", "_spool_id", "_targets"})
+
+
 def encode(msg: dict[str, Any]) -> str:
     """Serialise an outgoing message compactly (no NaN: they are not JSON)."""
-    if any(k.startswith("_") for k in msg):
-        msg = {k: v for k, v in msg.items() if not k.startswith("_")}
+    if not PRIVATE_KEYS.isdisjoint(msg):
+        msg = {k: v for k, v in msg.items() if k not in PRIVATE_KEYS}
     try:
         text = json.dumps(
             msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
@@ -58,7 +62,23 @@ def _finite(value: Any) -> Any:
 
 def size(msg: dict[str, Any]) -> int:
     """The encoded size of a message in bytes."""
-    return len(encode(msg).encode("utf-8"))
+    return text_size(encode(msg))
+
+
+def text_size(text: str) -> int:
+    """The UTF-8 size of encoded text (its length, for the usual ASCII-only message)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def fit_encoded(
+    msg: dict[str, Any], max_frame: int
+) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """:func:`fit_terminal`, encoding the message once when it fits: (msg, text, full)."""
+    text = encode(msg)
+    if text_size(text) <= max_frame:
+        return msg, text, None
+    cut, full = fit_terminal(msg, max_frame)
+    return cut, encode(cut), full
 
 
 def _item_sizes(items: list[Any]) -> list[int]:

@@ -9,13 +9,16 @@ from typing import Any
 from pymodbus.client import ModbusBaseClient
 from pymodbus.pdu import ModbusPDU
 
-from edge_proxy.config import PointConfig
+from edge_proxy.config import DeviceConfig, PointConfig, ProfileConfig
 from edge_proxy.core import points as codec
-from edge_proxy.drivers import Device, current_operation
+from edge_proxy.core.points import ReadBlock
+from edge_proxy.drivers import Device, Link, current_operation
 from edge_proxy.errors import DeviceException, DeviceTimeout
 from edge_proxy_drivers.modbus.client import Call, ModbusLink
 
 log = logging.getLogger(__name__)
+
+PLAN_CACHE = 256  # point lists whose read plan a device keeps
 
 #: Function codes by table, for reads.
 READ_FUNCTIONS: dict[str, int] = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
@@ -51,6 +54,10 @@ class ModbusDevice(Device):
     """One Modbus unit on a link: typed point reads and writes."""
 
     link: ModbusLink
+
+    def __init__(self, link: Link, config: DeviceConfig, profile: ProfileConfig) -> None:
+        super().__init__(link, config, profile)
+        self._plans: dict[tuple[str, ...], tuple[dict[str, PointConfig], list[ReadBlock]]] = {}
 
     @property
     def health_asks_device(self) -> bool:
@@ -104,15 +111,37 @@ class ModbusDevice(Device):
             raise self.link.reply_mismatch(self.unit, what, f"{len(data)} values for {count}")
         return data[:count]
 
-    async def read(self, points: Sequence[str]) -> dict[str, Any]:
-        """Read the points with as few requests as the Modbus limits allow."""
-        specs: dict[str, PointConfig] = {name: self.profile.points[name] for name in points}
+    def read_plan(self, points: Sequence[str], *, contiguous: bool = False) -> list[list[str]]:
+        """The reads ``read(points)`` makes: per table, up to the Modbus limits and max_gap."""
+        specs = {name: self.profile.points[name] for name in points}
         blocks = codec.plan_reads(
             specs,
-            max_gap=self.link.max_gap,
+            max_gap=0 if contiguous else self.link.max_gap,
             max_registers=self.link.max_registers,
             max_bits=self.link.max_bits,
         )
+        return [list(block.names) for block in blocks]
+
+    def _planned(self, points: Sequence[str]) -> tuple[dict[str, PointConfig], list[ReadBlock]]:
+        """The specs and read blocks of a point list, planned once and then reused."""
+        key = tuple(points)
+        plan = self._plans.get(key)
+        if plan is None:
+            specs: dict[str, PointConfig] = {name: self.profile.points[name] for name in points}
+            blocks = codec.plan_reads(
+                specs,
+                max_gap=self.link.max_gap,
+                max_registers=self.link.max_registers,
+                max_bits=self.link.max_bits,
+            )
+            plan = (specs, blocks)
+            if len(self._plans) < PLAN_CACHE:  # the same few point lists come back all day
+                self._plans[key] = plan
+        return plan
+
+    async def read(self, points: Sequence[str]) -> dict[str, Any]:
+        """Read the points with as few requests as the Modbus limits allow."""
+        specs, blocks = self._planned(points)
         values: dict[str, Any] = {}
         for block in blocks:
             data = await self.read_table(block.table, block.address, block.count)
