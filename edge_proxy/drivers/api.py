@@ -115,6 +115,22 @@ class Device(ABC):
     async def write(self, values: Mapping[str, Any]) -> None:
         """Write the named points (already checked writable and in range)."""
 
+    @property
+    def health_asks_device(self) -> bool:
+        """Whether :meth:`health` puts a question to the device, so that its success is an answer.
+
+        The runtime reports a device ``online`` only after an answer: a health check that
+        merely opens the link does not count. The default: an overridden ``health()`` asks;
+        the base one asks when the profile has a ``health`` request command or a readable
+        point. A driver that knows better overrides this.
+        """
+        if type(self).health is not Device.health:
+            return True
+        health = self.profile.commands.get("health")
+        if health is not None and health.request:
+            return True
+        return any(point.readable for point in self.profile.points.values())
+
     def read_plan(self, points: Sequence[str], *, contiguous: bool = False) -> list[list[str]]:
         """How a read of ``points`` splits into transactions: one list of point names each.
 

@@ -77,21 +77,9 @@ class DeviceCounters:
 def health_asks_device(adapter: Device | None) -> bool:
     """Whether ``adapter.health()`` puts a question to the device (so its success is an answer).
 
-    A driver says so with a ``health_asks_device`` attribute on its Device class. Otherwise the
-    base ``Device.health`` asks only when the profile has a ``health`` request command or a
-    readable point (else it merely opens the link); an overridden ``health()`` is trusted.
+    The driver's own :attr:`~edge_proxy.drivers.Device.health_asks_device` says.
     """
-    if adapter is None:
-        return False
-    declared = getattr(adapter, "health_asks_device", None)
-    if isinstance(declared, bool):
-        return declared
-    if type(adapter).health is not Device.health:
-        return True
-    health = adapter.profile.commands.get("health")
-    if health is not None and health.request:
-        return True
-    return any(point.readable for point in adapter.profile.points.values())
+    return adapter is not None and adapter.health_asks_device
 
 
 def _iso(epoch: float | None) -> str | None:
