@@ -62,8 +62,8 @@ STEP_KEYS = frozenset(
 # QUERY kinds
 QUERY_KINDS = ("devices", "device", "values", "result")
 
-# error codes of ``error`` messages and of error objects in results
-ERROR_CODES = (
+# error codes of a request refused before it runs (a RequestError; ``error`` messages)
+REQUEST_ERROR_CODES = (
     "MALFORMED_MESSAGE",
     "INVALID_COMMAND",
     "UNSUPPORTED_VERSION",
@@ -74,6 +74,10 @@ ERROR_CODES = (
     "INVALID_PARAMETERS",
     "ACCESS_DENIED",
     "OVERLOADED",
+)
+# error codes of ``error`` messages and of error objects in results
+ERROR_CODES = (
+    *REQUEST_ERROR_CODES,
     "DEVICE_OFFLINE",
     "DEVICE_TIMEOUT",
     "DEVICE_EXCEPTION",
