@@ -70,49 +70,49 @@ def parse_size(value: object) -> int:
 DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
 #: JSON Schema pattern of a size string.
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$"
+#: JSON Schema pattern of a duration string that is not zero.
+POSITIVE_DURATION_PATTERN = r"^\s*(?=[^1-9]*[1-9])\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
+
+
+def _number_or_unit(number: dict[str, object], pattern: str, description: str) -> WithJsonSchema:
+    """The JSON Schema of a value written as a number or as a string with a unit."""
+    return WithJsonSchema(
+        {
+            "anyOf": [number, {"type": "string", "pattern": pattern}],
+            "description": description,
+        }
+    )
+
+
 #: Seconds as a float, written as a number or with a unit (``250ms``, ``5s``, ``2m``, ``1h``).
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": DURATION_PATTERN},
-            ],
-            "description": "seconds, or a number with a unit: 250ms, 5s, 2m, 1h",
-        }
+    _number_or_unit(
+        {"type": "number", "minimum": 0},
+        DURATION_PATTERN,
+        "seconds, or a number with a unit: 250ms, 5s, 2m, 1h",
     ),
 ]
-#: JSON Schema pattern of a duration string that is not zero.
-POSITIVE_DURATION_PATTERN = r"^\s*(?=[^1-9]*[1-9])\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
 #: A Duration above 0, for delays that 0 would turn into a busy loop (reconnect backoff).
 PositiveDuration = Annotated[
     float,
     BeforeValidator(parse_duration),
     Field(gt=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": POSITIVE_DURATION_PATTERN},
-            ],
-            "description": "seconds above 0, or a number with a unit: 250ms, 5s, 2m, 1h",
-        }
+    _number_or_unit(
+        {"type": "number", "exclusiveMinimum": 0},
+        POSITIVE_DURATION_PATTERN,
+        "seconds above 0, or a number with a unit: 250ms, 5s, 2m, 1h",
     ),
 ]
 #: Bytes as an int, written as a number or with a unit (``64KiB``, ``16MiB``).
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": SIZE_PATTERN},
-            ],
-            "description": "bytes, or a number with a unit: 64KiB, 16MiB",
-        }
+    _number_or_unit(
+        {"type": "integer", "minimum": 0},
+        SIZE_PATTERN,
+        "bytes, or a number with a unit: 64KiB, 16MiB",
     ),
 ]
 
