@@ -123,6 +123,26 @@ def check_writes(profile: ProfileConfig, values: Any, where: str) -> dict[str, A
     return dict(values)
 
 
+def _write_step(
+    device_id: str,
+    profile: ProfileConfig,
+    write: Mapping[str, Any],
+    params: Mapping[str, Any],
+    label: str,
+    where: str,
+    continue_on_error: bool,
+) -> Step:
+    """The write of a profile command or of one of its steps, its {params} bound and checked."""
+    values = {k: bind(v, params, where) for k, v in write.items()}
+    return Step(
+        device_id,
+        "write",
+        label,
+        values=check_writes(profile, values, where),
+        continue_on_error=continue_on_error,
+    )
+
+
 def _profile_steps(
     device_id: str,
     profile: ProfileConfig,
@@ -157,14 +177,10 @@ def _profile_steps(
                     s.label = f"{code} step {j + 1}: {s.label}"
                     out.append(s)
             elif st.write is not None:
-                values = {k: bind(v, params, sat) for k, v in st.write.items()}
+                label = f"{code} step {j + 1}: write"
                 out.append(
-                    Step(
-                        device_id,
-                        "write",
-                        f"{code} step {j + 1}: write",
-                        values=check_writes(profile, values, sat),
-                        continue_on_error=st.continue_on_error,
+                    _write_step(
+                        device_id, profile, st.write, params, label, sat, st.continue_on_error
                     )
                 )
             else:
@@ -180,14 +196,9 @@ def _profile_steps(
         return out
     steps = []
     if cmd.write is not None:
-        values = {k: bind(v, params, where) for k, v in cmd.write.items()}
         steps.append(
-            Step(
-                device_id,
-                "write",
-                f"{code}: write",
-                values=check_writes(profile, values, where),
-                continue_on_error=continue_on_error,
+            _write_step(
+                device_id, profile, cmd.write, params, f"{code}: write", where, continue_on_error
             )
         )
     if cmd.read is not None:
