@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 STX = 0x02
 ETX = 0x03
@@ -147,63 +147,61 @@ def _check_word(what: str, value: int) -> None:
 
 
 @dataclass(frozen=True)
-class ReadRequest:
+class _Register:
+    """A message about one register: ``<TAG><addr>``."""
+
+    TAG: ClassVar[bytes]
+    address: int
+
+    def __post_init__(self) -> None:
+        _check_word("address", self.address)
+
+    def payload(self) -> bytes:
+        """The payload bytes of this message."""
+        return self.TAG + b"%04X" % self.address
+
+
+@dataclass(frozen=True)
+class _RegisterValue(_Register):
+    """A message about one register and its value: ``<TAG><addr>=<value>``."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_word("value", self.value)
+
+    def payload(self) -> bytes:
+        """The payload bytes of this message."""
+        return super().payload() + b"=%04X" % self.value
+
+
+@dataclass(frozen=True)
+class ReadRequest(_Register):
     """``R<addr>``: read one register."""
 
-    address: int
-
-    def __post_init__(self) -> None:
-        _check_word("address", self.address)
-
-    def payload(self) -> bytes:
-        """The payload bytes of this message."""
-        return b"R%04X" % self.address
+    TAG = b"R"
 
 
 @dataclass(frozen=True)
-class WriteRequest:
+class WriteRequest(_RegisterValue):
     """``W<addr>=<value>``: write one register."""
 
-    address: int
-    value: int
-
-    def __post_init__(self) -> None:
-        _check_word("address", self.address)
-        _check_word("value", self.value)
-
-    def payload(self) -> bytes:
-        """The payload bytes of this message."""
-        return b"W%04X=%04X" % (self.address, self.value)
+    TAG = b"W"
 
 
 @dataclass(frozen=True)
-class ReadReply:
+class ReadReply(_RegisterValue):
     """``r<addr>=<value>``: the value of a register."""
 
-    address: int
-    value: int
-
-    def __post_init__(self) -> None:
-        _check_word("address", self.address)
-        _check_word("value", self.value)
-
-    def payload(self) -> bytes:
-        """The payload bytes of this message."""
-        return b"r%04X=%04X" % (self.address, self.value)
+    TAG = b"r"
 
 
 @dataclass(frozen=True)
-class WriteAck:
+class WriteAck(_Register):
     """``w<addr>``: a write was done."""
 
-    address: int
-
-    def __post_init__(self) -> None:
-        _check_word("address", self.address)
-
-    def payload(self) -> bytes:
-        """The payload bytes of this message."""
-        return b"w%04X" % self.address
+    TAG = b"w"
 
 
 @dataclass(frozen=True)
