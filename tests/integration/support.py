@@ -1,13 +1,14 @@
-"""Integration helpers: a real WebSocket Gateway on port 0 and a pip-installed package."""
+"""Integration helpers: a test Gateway, the CLI in a subprocess, free ports, installed packages."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,44 @@ class Gateway:
     def of(self, ref: str) -> list[dict[str, Any]]:
         """Every frame about ``ref``."""
         return [f for f in self.frames if f.get("requestRef") == ref]
+
+
+def edge_cmd(*args: str) -> list[str]:
+    """The command line of ``edge-proxy *args``, run by this interpreter."""
+    return [sys.executable, "-m", "edge_proxy", *args]
+
+
+def cli(
+    *args: str,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``edge-proxy *args`` to its end, its output captured as text (any exit code)."""
+    return subprocess.run(
+        edge_cmd(*args),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def acli(
+    *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """:func:`cli` in a thread, so that the test's Gateway and daemon go on meanwhile."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: cli(*args, timeout=timeout, env=env))
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from tests.builders import base_tree, command, is_terminal, make_config
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, edge_cmd
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 
@@ -255,7 +254,7 @@ async def test_sigterm_finishes_in_flight_then_closes_1001(
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(yaml.safe_dump(tree))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_proxy", "run", "--config", str(cfg)],
+        edge_cmd("run", "--config", str(cfg)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ},

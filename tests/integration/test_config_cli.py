@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.configs import BROKEN_DIR, EXAMPLE, MULTI_DEFECT_FILE, broken_params, has_error
+from tests.integration.support import cli
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -30,15 +30,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "edge_proxy", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env() if env is None else env,
-        cwd=TESTS_DIR,
-        timeout=60,
-        check=False,
-    )
+    return cli(*args, env=cli_env() if env is None else env, cwd=TESTS_DIR)
 
 
 @pytest.mark.parametrize(("name", "path", "message"), broken_params())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,13 +13,8 @@ from edge_proxy.testing import ContractSetup, DriverContract
 from edge_proxy_drivers.simulated import SimulatedDriver
 from tests.builders import PILLAR_PROFILE
 from tests.integration.line_servers import LineTcpServer, PtyLineServer
+from tests.integration.support import free_port
 from tests.integration.test_modbus import TRANSPORTS, serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TestSimulatedDriver(DriverContract):

@@ -21,7 +21,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,7 @@ from edge_proxy.ops.daemon import Daemon
 from edge_proxy.runtime.engine import PROGRESS_INTERVAL, CommandState
 from edge_proxy_drivers.simulated import SimulatedDevice
 from tests.builders import base_tree, command, is_terminal, make_config
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, edge_cmd
 
 # ---------------------------------------------------------------- a flaky, recording test driver
 
@@ -809,7 +808,7 @@ async def wait_for_spool(
 
 def start_edge(cfg: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_proxy", "run", "--config", str(cfg)],
+        edge_cmd("run", "--config", str(cfg)),
         stdout=log,
         stderr=log,
         env={**os.environ},

@@ -23,7 +23,7 @@ from edge_proxy.config import load_config_text
 from edge_proxy.drivers import registry
 from edge_proxy.ops.daemon import Daemon
 from tests.builders import base_tree, command, make_config
-from tests.integration.support import Gateway, installed_package
+from tests.integration.support import Gateway, cli, installed_package
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "stx_driver"
@@ -143,13 +143,7 @@ def test_readme_config_passes_check(stx_site: Path, tmp_path: Path) -> None:
     """`edge-proxy check` accepts the README's config and shows its stx-tcp link."""
     config = tmp_path / "stx.yaml"
     config.write_text(_readme_config(), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge_proxy", "check", "--config", str(config)],
-        env=_env(stx_site),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli("check", "--config", str(config), env=_env(stx_site))
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"boiler-bus\s+stx-tcp\s+127\.0\.0\.1:15020\s+0\.5s", result.stdout)
 
@@ -163,13 +157,7 @@ def test_check_reports_points_the_driver_cannot_hold(stx_site: Path, tmp_path: P
     profile["points"]["spare_input"] = {"table": "input", "address": 7}
     path = tmp_path / "stx-bad.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge_proxy", "check", "--config", str(path)],
-        env=_env(stx_site),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli("check", "--config", str(path), env=_env(stx_site))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "points.spare_input" in result.stderr and "stx-tcp" in result.stderr
     assert "Traceback" not in result.stderr

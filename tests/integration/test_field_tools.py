@@ -15,20 +15,14 @@ from edge_proxy.cli.probe import probe
 from edge_proxy.cli.simulate import Simulator
 from edge_proxy.config import load_config
 from edge_proxy.drivers import registry
+from tests.integration.support import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.yaml"
 
 
 def run(*args: str, cwd: Path = ROOT, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_proxy", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
+    return cli(*args, cwd=cwd, timeout=timeout)
 
 
 def test_demo_prints_the_exchange_and_exits_0(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,7 +20,7 @@ import yaml
 from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from tests.builders import base_tree, command, make_config
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, acli, edge_cmd
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 
@@ -127,20 +126,6 @@ async def test_healthz_during_backoff_is_200(edge_factory: EdgeFactory) -> None:
     assert status == 200 and "gateway" in body
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_proxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-async def acli(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: cli(*args))
-
-
 async def test_status_and_call_against_a_running_daemon(
     gateway: Gateway, edge_factory: EdgeFactory, tmp_path: Path
 ) -> None:
@@ -200,7 +185,7 @@ async def test_sighup_reload(gateway: Gateway, tmp_path: Path) -> None:
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(yaml.safe_dump(tree))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_proxy", "run", "--config", str(cfg), "--log-level", "info"],
+        edge_cmd("run", "--config", str(cfg), "--log-level", "info"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ},

@@ -21,7 +21,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,25 +35,10 @@ from edge_proxy.drivers import registry
 from edge_proxy.ops.daemon import Daemon, ReloadRefused
 from tests.builders import base_tree, command, is_terminal, make_config
 from tests.configs import BROKEN_CASES, BROKEN_DIR, has_error
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, acli, edge_cmd
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 TESTS_DIR = Path(__file__).resolve().parents[1]
-
-
-def edge_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge_proxy", *args]
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        edge_cmd(*args), capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-async def acli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, lambda: cli(*args, timeout=timeout))
 
 
 def terminals(gateway: Gateway, ref: str) -> list[dict[str, Any]]:

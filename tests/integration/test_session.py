@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -20,15 +19,9 @@ from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.ops.logsetup import setup_logging
 from tests.builders import base_tree, command, make_config
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, free_port
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_register_is_first_frame_with_every_device(gateway: Gateway, edge: Daemon) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from edge_proxy.cli.simulate import Simulator
 from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from tests.builders import make_config
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, acli
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
 
@@ -152,16 +150,6 @@ async def test_simulated_modbus_line_and_in_memory_devices_move_in_telemetry(
 # ---------------------------------------------------------------- edge-proxy status
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge_proxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.timeout(60)
 async def test_status_shows_the_last_sample_age_and_overruns(
     gateway: Gateway, edge_factory: EdgeFactory, tmp_path: Path
@@ -179,8 +167,7 @@ async def test_status_shows_the_last_sample_age_and_overruns(
     daemon = await edge_factory(make_config(config_tree))
     await gateway.wait(lambda f: f["type"] == "telemetry" and f["deviceId"] == "behind", timeout=5)
     await asyncio.sleep(0.8)  # a few ticks of "behind" come while its cycle still runs
-    loop = asyncio.get_running_loop()
-    out = await loop.run_in_executor(None, lambda: cli("status", "--config", str(path)))
+    out = await acli("status", "--config", str(path))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = next(line for line in lines if line.startswith("device"))

@@ -16,7 +16,7 @@ from edge_proxy.config import Config, validate_tree
 from edge_proxy.drivers import SerialAddress, TcpAddress, registry
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.line import LineSerialDriver
-from tests.integration.support import Gateway
+from tests.integration.support import Gateway, free_port
 
 MODBUS_PROFILE: dict[str, Any] = {
     "points": {
@@ -176,12 +176,6 @@ def tcp_config(host: str, port: int) -> Config:
         },
     ]
     return make(links, devices)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_tcp_devices_elsewhere_are_served_on_free_local_ports(
