@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -38,11 +39,12 @@ async def aget(url: str) -> tuple[int, str]:
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    prefix = f"{name}{{{want}}} " if labels else f"{name} "
+    """The sample of ``name`` with exactly these labels, in whatever order they come (else 0)."""
     for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line.split()[-1])
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, rest = sample.partition("{")
+        if sample_name == name and dict(re.findall(r'(\w+)="([^"]*)"', rest)) == labels:
+            return float(value)
     return 0.0
 
 
