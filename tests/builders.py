@@ -32,6 +32,25 @@ PILLAR_PROFILE: dict[str, Any] = {
 }
 
 
+def line_profile(health: dict[str, str]) -> dict[str, Any]:
+    """The pillar-ascii text profile the line test devices answer, with its ``health`` request."""
+    return {
+        "line": {"terminator": "\r\n"},
+        "commands": {
+            "SET_BRIGHTNESS": {
+                "params": {"brightness": {"type": "int", "min": 0, "max": 100, "required": True}},
+                "request": "BRT {brightness:03d}",
+                "expect": "^OK$",
+            },
+            "STATUS": {
+                "request": "STS?",
+                "expect": "^STS (?P<door_state>\\d) (?P<brightness>\\d+)$",
+            },
+            "health": health,
+        },
+    }
+
+
 #: An address the test Modbus servers (tests/integration/modbus_servers.py) leave undefined.
 UNDEFINED_ADDRESS = 1000
 

@@ -11,7 +11,7 @@ from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.drivers import registry
 from edge_proxy.testing import ContractSetup, DriverContract
 from edge_proxy_drivers.simulated import SimulatedDriver
-from tests.builders import PILLAR_PROFILE
+from tests.builders import PILLAR_PROFILE, line_profile
 from tests.integration.line_servers import LineTcpServer, PtyLineServer
 from tests.integration.support import free_port
 from tests.integration.test_modbus import TRANSPORTS, serve
@@ -79,21 +79,7 @@ class TestModbusDrivers(DriverContract):
 
 # ---------------------------------------------------------------- line drivers
 
-LINE_PROFILE: dict[str, Any] = {
-    "line": {"terminator": "\r\n"},
-    "commands": {
-        "SET_BRIGHTNESS": {
-            "params": {"brightness": {"type": "int", "min": 0, "max": 100, "required": True}},
-            "request": "BRT {brightness:03d}",
-            "expect": "^OK$",
-        },
-        "STATUS": {
-            "request": "STS?",
-            "expect": "^STS (?P<door_state>\\d) (?P<brightness>\\d+)$",
-        },
-        "health": {"request": "PING", "expect": "PONG"},
-    },
-}
+LINE_PROFILE = line_profile({"request": "PING", "expect": "PONG"})
 
 
 @pytest.fixture(params=["line-tcp", "line-serial"])

@@ -16,6 +16,7 @@ from edge_proxy.config import Config, validate_tree
 from edge_proxy.drivers import SerialAddress, TcpAddress, registry
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy_drivers.line import LineSerialDriver
+from tests.builders import line_profile
 from tests.integration.support import Gateway, free_port
 
 MODBUS_PROFILE: dict[str, Any] = {
@@ -25,22 +26,8 @@ MODBUS_PROFILE: dict[str, Any] = {
         "relay": {"table": "coil", "address": 0, "access": "rw"},
     }
 }
-LINE_PROFILE: dict[str, Any] = {
-    "line": {"terminator": "\r\n"},
-    "commands": {
-        "SET_BRIGHTNESS": {
-            "params": {"brightness": {"type": "int", "min": 0, "max": 100, "required": True}},
-            "request": "BRT {brightness:03d}",
-            "expect": "^OK$",
-        },
-        "STATUS": {
-            "request": "STS?",
-            "expect": "^STS (?P<door_state>\\d) (?P<brightness>\\d+)$",
-        },
-        # what the daemon asks on its own: without it a line device stays "connecting"
-        "health": {"request": "STS?"},
-    },
-}
+# health: what the daemon asks on its own; without it a line device stays "connecting"
+LINE_PROFILE = line_profile({"request": "STS?"})
 
 
 def make(
