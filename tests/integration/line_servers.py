@@ -18,6 +18,8 @@ import re
 import tty
 from dataclasses import dataclass, field
 
+from tests.integration.support import LocalTcpServer
+
 _BRT = re.compile(r"BRT (\d{3})")
 
 
@@ -65,6 +67,13 @@ class PillarDialect:
         self.garbage, self.after_reply = b"", []
         return out
 
+    async def respond(self, request: str) -> bytes:
+        """Record a request, wait out ``delay``, and return what goes on the wire for it."""
+        await self.received(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the device is slow, on purpose
+        return self.reply_bytes(request)
+
     async def received(self, request: str) -> None:
         """Record a request and wake waiters."""
         async with self._cond:
@@ -80,34 +89,14 @@ class PillarDialect:
         return list(self.requests)
 
 
-class LineTcpServer:
+class LineTcpServer(LocalTcpServer):
     """A pillar-ascii device on 127.0.0.1, restartable on the same port."""
 
+    grace = 0.0  # stop() cancels a reply that a ``delay`` holds back, it does not wait for it
+
     def __init__(self, dialect: PillarDialect | None = None) -> None:
+        super().__init__()
         self.dialect = dialect or PillarDialect()
-        self.port = 0
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        """Listen (on the previous port after a stop, so a client can come back)."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._handlers):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._writers.clear()
 
     async def push(self, line: str) -> None:
         """Send an unsolicited line to every connected client."""
@@ -115,33 +104,15 @@ class LineTcpServer:
             writer.write(line.encode() + self.dialect.terminator)
             await writer.drain()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        self.connections += 1
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one request line after the other until the client goes away."""
         term = self.dialect.terminator
-        try:
-            while True:
-                try:
-                    raw = await reader.readuntil(term)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                request = raw[: -len(term)].decode(errors="replace")
-                await self.dialect.received(request)
-                if self.dialect.delay:
-                    await asyncio.sleep(self.dialect.delay)  # the device is slow, on purpose
-                out = self.dialect.reply_bytes(request)
-                if out:
-                    writer.write(out)
-                    await writer.drain()
-        except ConnectionError:
-            return
-        finally:
-            self._writers.discard(writer)
-            self._handlers.discard(task)
-            writer.close()
+        while True:
+            raw = await reader.readuntil(term)
+            out = await self.dialect.respond(raw[: -len(term)].decode(errors="replace"))
+            if out:
+                writer.write(out)
+                await writer.drain()
 
 
 class PtyLineServer:
@@ -197,10 +168,6 @@ class PtyLineServer:
 
     async def _serve(self) -> None:
         while True:
-            request = await self._lines.get()
-            await self.dialect.received(request)
-            if self.dialect.delay:
-                await asyncio.sleep(self.dialect.delay)  # the device is slow, on purpose
-            out = self.dialect.reply_bytes(request)
+            out = await self.dialect.respond(await self._lines.get())
             if out:
                 self.inject(out)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -99,6 +99,67 @@ class Gateway:
     def of(self, ref: str) -> list[dict[str, Any]]:
         """Every frame about ``ref``."""
         return [f for f in self.frames if f.get("requestRef") == ref]
+
+
+class LocalTcpServer:
+    """A TCP server on 127.0.0.1 whose connections a subclass answers in :meth:`serve`.
+
+    Port 0 to start with, a free one; after a stop, :meth:`start` listens on the same port again
+    so that a client can come back. :meth:`stop` closes every connection: a handler sees the end
+    of its stream and returns, and one still busy after ``grace`` seconds is cancelled.
+    """
+
+    grace: ClassVar[float] = 2.0
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        """Listen (on the previous port after a stop)."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        if self._handlers:
+            _, pending = await asyncio.wait(list(self._handlers), timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one connection until it ends."""
+        raise NotImplementedError
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        try:
+            await self.serve(reader, writer)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # end normally: asyncio's stream server callback chokes on a cancelled handler
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+            self._handlers.discard(task)
 
 
 def edge_cmd(*args: str) -> list[str]:

@@ -30,6 +30,8 @@ import tty
 from collections.abc import Callable
 from typing import Any, Literal
 
+from tests.integration.support import LocalTcpServer
+
 Mode = Literal["pass", "blackhole", "close", "throttle"]
 
 _CHUNK = 65536
@@ -308,59 +310,12 @@ class FaultProxy:
 # ---------------------------------------------------------------- misbehaving devices
 
 
-class _TcpDevice:
-    """A TCP server on 127.0.0.1 whose connections the subclass serves."""
+class _TcpDevice(LocalTcpServer):
+    """A misbehaving TCP device on 127.0.0.1 that counts the requests it got."""
 
     def __init__(self) -> None:
-        self.port = 0
-        self.connections = 0
+        super().__init__()
         self.requests = 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        """Listen on a free port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()  # the handlers see the end of their stream and return
-        if self._handlers:
-            _, pending = await asyncio.wait(list(self._handlers), timeout=2)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=2)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(writer)
-        self.connections += 1
-        try:
-            await self.serve(reader, writer)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # end normally: asyncio's stream server callback chokes on a cancelled handler
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
-            self._handlers.discard(task)
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve one connection."""
-        raise NotImplementedError
 
 
 class SilentTcpDevice(_TcpDevice):
