@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,6 +67,40 @@ async def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> tu
             proc.kill()
             proc.wait()
     return proc.returncode, err.decode()
+
+
+def _run_tree(tmp_path: Path, tree: dict[str, Any]) -> Path:
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(yaml.safe_dump(tree))
+    return cfg
+
+
+@dataclass
+class EdgeRun:
+    """An ``edge-proxy run`` subprocess; ``code`` and ``err`` (its stderr) once it has stopped."""
+
+    proc: subprocess.Popen[bytes]
+    config: Path
+    code: int | None = None
+    err: str = ""
+
+
+@contextlib.asynccontextmanager
+async def running_edge(
+    gateway: Gateway, tmp_path: Path, tree: dict[str, Any]
+) -> AsyncIterator[EdgeRun]:
+    """``edge-proxy run`` on ``tree`` (written to tmp_path/edge.yaml), once it has registered.
+
+    It is stopped with SIGTERM when the block ends, however it ends.
+    """
+    config = _run_tree(tmp_path, tree)
+    proc = subprocess.Popen(edge_cmd("run", "--config", str(config)), stderr=subprocess.PIPE)
+    run = EdgeRun(proc, config)
+    try:
+        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
+        yield run
+    finally:
+        run.code, run.err = await stop_process(proc)
 
 
 def own_tasks(before: set[asyncio.Task[Any]]) -> list[str]:
@@ -196,14 +232,10 @@ async def test_ten_reloads_at_once_while_commands_run_give_each_command_one_term
 
 
 async def test_ten_sighups_in_a_row_while_commands_run(gateway: Gateway, tmp_path: Path) -> None:
-    cfg = tmp_path / "edge.yaml"
     tree = base_tree(gateway.url)
     tree["links"]["slow"]["latency"] = "100ms"
     tree["links"]["fresh"] = {"driver": "simulated"}
-    cfg.write_text(yaml.safe_dump(tree))
-    proc = subprocess.Popen(edge_cmd("run", "--config", str(cfg)), stderr=subprocess.PIPE)
-    try:
-        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
+    async with running_edge(gateway, tmp_path, tree) as edge:
         refs = []
         for i in range(10):
             for dev in ("pillar-001", "pillar-slow"):
@@ -215,8 +247,8 @@ async def test_ten_sighups_in_a_row_while_commands_run(gateway: Gateway, tmp_pat
                 )
         for i in range(10):
             tree["devices"][1]["link"] = "fresh" if i % 2 else "sim"
-            cfg.write_text(yaml.safe_dump(tree))
-            proc.send_signal(signal.SIGHUP)
+            edge.config.write_text(yaml.safe_dump(tree))
+            edge.proc.send_signal(signal.SIGHUP)
             await asyncio.sleep(0.001)
         for ref in refs:
             assert (await gateway.terminal(ref, timeout=20))["status"] == "completed"
@@ -224,11 +256,9 @@ async def test_ten_sighups_in_a_row_while_commands_run(gateway: Gateway, tmp_pat
         assert all(len(terminals(gateway, ref)) == 1 for ref in refs)
         await gateway.send(command("last", "pillar-002", op="read", params={"points": ["mode"]}))
         assert (await gateway.terminal("last"))["status"] == "completed"
-    finally:
-        code, err = await stop_process(proc)
-    assert "Traceback" not in err, err
-    assert code == 0, err
-    assert err.count("configuration reloaded") >= 1
+    assert "Traceback" not in edge.err, edge.err
+    assert edge.code == 0, edge.err
+    assert edge.err.count("configuration reloaded") >= 1
 
 
 # ---------------------------------------------------------------- reload: build first, then swap
@@ -296,12 +326,8 @@ async def test_a_sighup_whose_devices_cannot_be_built_is_logged_and_the_daemon_r
     gateway: Gateway, tmp_path: Path
 ) -> None:
     """A line profile whose terminator the encoding cannot write used to fail while building."""
-    cfg = tmp_path / "edge.yaml"
     tree = base_tree(gateway.url)
-    cfg.write_text(yaml.safe_dump(tree))
-    proc = subprocess.Popen(edge_cmd("run", "--config", str(cfg)), stderr=subprocess.PIPE)
-    try:
-        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
+    async with running_edge(gateway, tmp_path, tree) as edge:
         tree["profiles"]["line"] = {
             "line": {"terminator": "\u00b6", "encoding": "ascii"},
             "commands": {"PING": {"request": "PING"}},
@@ -313,15 +339,13 @@ async def test_a_sighup_whose_devices_cannot_be_built_is_logged_and_the_daemon_r
                 "link": {"driver": "line-tcp", "host": "127.0.0.1", "port": 9},
             }
         )
-        cfg.write_text(yaml.safe_dump(tree))
-        proc.send_signal(signal.SIGHUP)
+        edge.config.write_text(yaml.safe_dump(tree))
+        edge.proc.send_signal(signal.SIGHUP)
         await asyncio.sleep(0.5)
         await gateway.send(command("k1", "pillar-001", op="read", params={"points": ["mode"]}))
         assert (await gateway.terminal("k1"))["status"] == "completed"
-    finally:
-        code, err = await stop_process(proc)
-    assert code == 0 and "Traceback" not in err, err
-    assert "reload rejected" in err and "profiles.line.line.terminator" in err
+    assert edge.code == 0 and "Traceback" not in edge.err, edge.err
+    assert "reload rejected" in edge.err and "profiles.line.line.terminator" in edge.err
 
 
 # ---------------------------------------------------------------- shutdown
@@ -479,26 +503,23 @@ async def test_status_and_call_give_up_on_a_socket_that_never_answers(
 
 async def test_status_gives_up_on_a_stopped_daemon(gateway: Gateway, tmp_path: Path) -> None:
     sock = str(tmp_path / "c.sock")
-    cfg = tmp_path / "edge.yaml"
     tree = base_tree(gateway.url)
     tree["control"] = {"socket": sock}
-    cfg.write_text(yaml.safe_dump(tree))
-    proc = subprocess.Popen(edge_cmd("run", "--config", str(cfg)), stderr=subprocess.PIPE)
-    try:
-        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
-        assert (await acli("status", "--config", str(cfg))).returncode == 0
-        proc.send_signal(signal.SIGSTOP)
-        started = time.monotonic()
-        out = await acli("status", "--config", str(cfg), "--timeout", "1", timeout=30)
-        assert time.monotonic() - started < 1 + 5
-        assert out.returncode == 1 and "did not answer within 1s" in out.stderr
-        assert "Traceback" not in out.stderr
-        proc.send_signal(signal.SIGCONT)
-        assert (await acli("status", "--config", str(cfg))).returncode == 0
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        code, err = await stop_process(proc)
-    assert code == 0 and "Traceback" not in err, err
+    async with running_edge(gateway, tmp_path, tree) as edge:
+        cfg = str(edge.config)
+        try:
+            assert (await acli("status", "--config", cfg)).returncode == 0
+            edge.proc.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            out = await acli("status", "--config", cfg, "--timeout", "1", timeout=30)
+            assert time.monotonic() - started < 1 + 5
+            assert out.returncode == 1 and "did not answer within 1s" in out.stderr
+            assert "Traceback" not in out.stderr
+            edge.proc.send_signal(signal.SIGCONT)
+            assert (await acli("status", "--config", cfg)).returncode == 0
+        finally:
+            edge.proc.send_signal(signal.SIGCONT)
+    assert edge.code == 0 and "Traceback" not in edge.err, edge.err
 
 
 # ---------------------------------------------------------------- run: no traceback, ever
@@ -525,12 +546,6 @@ def test_run_on_every_broken_config_exits_2_without_a_traceback() -> None:
         assert has_error(err.splitlines(), path, message), (name, err)
 
 
-def _run_tree(tmp_path: Path, tree: dict[str, Any]) -> Path:
-    cfg = tmp_path / "edge.yaml"
-    cfg.write_text(yaml.safe_dump(tree))
-    return cfg
-
-
 async def test_run_with_a_spool_that_cannot_be_opened_exits_2_naming_it(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the spool's directory should be")
@@ -548,13 +563,9 @@ async def test_run_with_a_spool_in_a_missing_directory_creates_it(
     spool = tmp_path / "new" / "dirs" / "spool.sqlite3"
     tree = base_tree(gateway.url)
     tree["gateway"]["outbox"] = {"spool": str(spool)}
-    cfg = _run_tree(tmp_path, tree)
-    proc = subprocess.Popen(edge_cmd("run", "--config", str(cfg)), stderr=subprocess.PIPE)
-    try:
-        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
-    finally:
-        code, err = await stop_process(proc)
-    assert code == 0 and "Traceback" not in err, err
+    async with running_edge(gateway, tmp_path, tree) as edge:
+        pass
+    assert edge.code == 0 and "Traceback" not in edge.err, edge.err
     assert spool.exists()
 
 
@@ -580,16 +591,11 @@ async def test_run_with_a_control_socket_that_cannot_be_created_logs_it_and_runs
     path = blocker / "c.sock" if where == "under-a-file" else tmp_path / ("x" * 120) / "c.sock"
     tree = base_tree(gateway.url)
     tree["control"] = {"socket": str(path)}
-    cfg = _run_tree(tmp_path, tree)
-    proc = subprocess.Popen(edge_cmd("run", "--config", str(cfg)), stderr=subprocess.PIPE)
-    try:
-        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
+    async with running_edge(gateway, tmp_path, tree) as edge:
         await gateway.send(command("k1", "pillar-001", op="read", params={"points": ["mode"]}))
         assert (await gateway.terminal("k1"))["status"] == "completed"
-    finally:
-        code, err = await stop_process(proc)
-    assert code == 0 and "Traceback" not in err, err
-    assert "control socket" in err and str(path) in err
+    assert edge.code == 0 and "Traceback" not in edge.err, edge.err
+    assert "control socket" in edge.err and str(path) in edge.err
 
 
 async def test_a_control_socket_path_that_is_a_regular_file_is_left_alone(
@@ -599,12 +605,8 @@ async def test_a_control_socket_path_that_is_a_regular_file_is_left_alone(
     precious.write_text("an operator's file")
     tree = base_tree(gateway.url)
     tree["control"] = {"socket": str(precious)}
-    cfg = _run_tree(tmp_path, tree)
-    proc = subprocess.Popen(edge_cmd("run", "--config", str(cfg)), stderr=subprocess.PIPE)
-    try:
-        await gateway.wait(lambda f: f["type"] == "REGISTER", timeout=20)
-    finally:
-        code, err = await stop_process(proc)
-    assert code == 0 and "Traceback" not in err, err
+    async with running_edge(gateway, tmp_path, tree) as edge:
+        pass
+    assert edge.code == 0 and "Traceback" not in edge.err, edge.err
     assert precious.read_text() == "an operator's file"
-    assert "is not a socket" in err
+    assert "is not a socket" in edge.err
