@@ -21,12 +21,13 @@ from typing import Any, ClassVar, cast
 
 import pytest
 
-from edge_proxy.config import Config, DeviceConfig, LinkConfig, ProfileConfig, parse_duration
+from edge_proxy.config import Config, DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.drivers import Device, Driver, Link, checkpoint, current_operation, registry
 from edge_proxy.errors import DeviceException
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.runtime import engine as engine_module
 from edge_proxy.runtime.engine import CommandState
+from edge_proxy_drivers.simulated import SimulatedLink
 from tests.builders import base_tree, command, is_terminal, make_config
 from tests.integration.support import Gateway
 
@@ -98,8 +99,8 @@ class Recorder:
 RECORDER = Recorder()
 
 
-class RecordingLink(Link):
-    """A link that counts how many transactions run on it at once.
+class RecordingLink(SimulatedLink):
+    """A simulated link (always there) that counts how many transactions run on it at once.
 
     Keys: ``latency`` (added to every command transaction; health checks are instant),
     ``fail_devices`` (writes to these devices fail), ``fail_points`` (writes of these points fail).
@@ -108,25 +109,10 @@ class RecordingLink(Link):
     def __init__(self, name: str, config: LinkConfig) -> None:
         super().__init__(name, config)
         extra = config.extra_keys
-        self.latency = parse_duration(extra.get("latency", 0))
         self.fail_devices = set(extra.get("fail_devices", []))
         self.fail_points = set(extra.get("fail_points", []))
         self.active = 0
         self.max_active = 0
-        self._open = False
-
-    @property
-    def is_open(self) -> bool:
-        """Whether open() was called."""
-        return self._open
-
-    async def open(self) -> None:
-        """Nothing to connect."""
-        self._open = True
-
-    async def close(self) -> None:
-        """Nothing to disconnect."""
-        self._open = False
 
 
 class RecordingDevice(Device):
@@ -463,6 +449,17 @@ LAMP_PROFILE: dict[str, Any] = {
     "commands": {},
 }
 
+
+def lamp_tree(gateway: Gateway) -> dict[str, Any]:
+    """base_tree()'s pillars and lamp-1, whose profile has only brightness (at most 50)."""
+    tree = make_tree(
+        gateway,
+        devices=[{"id": "lamp-1", "type": "lamp", "profile": "lamp", "link": "sim", "unit": 4}],
+    )
+    tree["profiles"]["lamp"] = LAMP_PROFILE
+    return tree
+
+
 INVALID_FOR_TARGETS: list[tuple[str, dict[str, Any], str]] = [
     ("point missing on one profile", {"values": {"mode": 3}}, "INVALID_PARAMETERS"),
     ("value above one profile's max", {"values": {"brightness": 80}}, "INVALID_PARAMETERS"),
@@ -477,12 +474,7 @@ INVALID_FOR_TARGETS: list[tuple[str, dict[str, Any], str]] = [
 async def test_batch_parameters_checked_for_every_target_first(
     gateway: Gateway, edge_factory: EdgeFactory, name: str, params: dict[str, Any], code: str
 ) -> None:
-    tree = make_tree(
-        gateway,
-        devices=[{"id": "lamp-1", "type": "lamp", "profile": "lamp", "link": "sim", "unit": 4}],
-    )
-    tree["profiles"]["lamp"] = LAMP_PROFILE
-    daemon = await start(gateway, edge_factory, tree)
+    daemon = await start(gateway, edge_factory, lamp_tree(gateway))
     # pillar-001 comes first: it would have run already if validation were per target
     await gateway.send(batch("bp", "pillar-001,pillar-002,lamp-1", params=params))
     err = await expect_error(gateway, "bp", code)
@@ -499,12 +491,7 @@ async def test_batch_parameters_checked_for_every_target_first(
 async def test_batch_profile_command_missing_on_a_target(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    tree = make_tree(
-        gateway,
-        devices=[{"id": "lamp-1", "type": "lamp", "profile": "lamp", "link": "sim", "unit": 4}],
-    )
-    tree["profiles"]["lamp"] = LAMP_PROFILE
-    daemon = await start(gateway, edge_factory, tree)
+    daemon = await start(gateway, edge_factory, lamp_tree(gateway))
     msg = command(
         "bc",
         code="SET_BRIGHTNESS",
@@ -773,6 +760,18 @@ def two_rec_tree(gateway: Gateway, latency: str = "0ms", **link_extra: Any) -> d
     )
 
 
+async def r1_held_by_a_blocker(
+    gateway: Gateway, edge_factory: EdgeFactory, mode: int = 1
+) -> tuple[Daemon, asyncio.Event]:
+    """A daemon on two_rec_tree whose r1 runs the write "blocker" until the event is set."""
+    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
+    await online(gateway, "r1", "r2")
+    release = RECORDER.hold(lambda t: t.ref == "blocker")
+    await gateway.send(command("blocker", "r1", op="write", params={"values": {"mode": mode}}))
+    await RECORDER.wait(lambda t: t.ref == "blocker")
+    return daemon, release
+
+
 async def test_complex_parameter_steps(gateway: Gateway, edge_factory: EdgeFactory) -> None:
     daemon = await start(gateway, edge_factory, two_rec_tree(gateway, "120ms"))
     await online(gateway, "r1", "r2")
@@ -987,11 +986,7 @@ async def test_complex_max_steps(gateway: Gateway, edge_factory: EdgeFactory) ->
 
 
 async def test_priorities_then_arrival_order(gateway: Gateway, edge_factory: EdgeFactory) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
-    release = RECORDER.hold(lambda t: t.ref == "blocker")
-    await gateway.send(command("blocker", "r1", op="write", params={"values": {"mode": 99}}))
-    await RECORDER.wait(lambda t: t.ref == "blocker")
+    daemon, release = await r1_held_by_a_blocker(gateway, edge_factory, mode=99)
     sent = ["low-1", "normal-1", "high-1", "urgent-1", "low-2", "normal-2", "high-2", "urgent-2"]
     for i, ref in enumerate(sent):
         prio = ref.split("-")[0]
@@ -1063,11 +1058,7 @@ async def test_aging_lets_low_run_under_a_stream_of_high(
 async def test_timeout_while_queued_never_reaches_device(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
-    release = RECORDER.hold(lambda t: t.ref == "blocker")
-    await gateway.send(command("blocker", "r1", op="write", params={"values": {"mode": 1}}))
-    await RECORDER.wait(lambda t: t.ref == "blocker")
+    daemon, release = await r1_held_by_a_blocker(gateway, edge_factory)
     await gateway.send(
         command("late", "r1", op="write", params={"values": {"mode": 2}}, timeout=150)
     )
@@ -1145,11 +1136,7 @@ async def test_batch_timeout_reports_finished_targets(
 
 
 async def test_cancel_queued_command(gateway: Gateway, edge_factory: EdgeFactory) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
-    release = RECORDER.hold(lambda t: t.ref == "blocker")
-    await gateway.send(command("blocker", "r1", op="write", params={"values": {"mode": 1}}))
-    await RECORDER.wait(lambda t: t.ref == "blocker")
+    daemon, release = await r1_held_by_a_blocker(gateway, edge_factory)
     await gateway.send(
         command("k", "r1", op="write", params={"values": {"mode": 2}}, callback="cb")
     )
