@@ -371,16 +371,10 @@ async def body(args: argparse.Namespace) -> None:
 
     async with common.Bench(args) as bench:
         bench.gateway.on_message = on_message
-        server = await bench.helper(
-            __file__,
-            "--serve",
-            "--units",
-            ",".join(map(str, units)),
-            "--points",
-            str(args.points),
-            "--interval",
-            str(args.interval),
-        )
+        # the load's shape, as the device process and the bare poller are told it
+        shape = ["--units", ",".join(map(str, units)), "--points", str(args.points)]
+        shape += ["--interval", str(args.interval)]
+        server = await bench.helper(__file__, "--serve", *shape)
         bench.server_pid = server.pid
         ports = [int(p) for p in server.ready["ports"]]
         per_link = {
@@ -409,12 +403,7 @@ async def body(args: argparse.Namespace) -> None:
             bench.gateway.url,
             "--ports",
             ",".join(map(str, ports)),
-            "--units",
-            ",".join(map(str, units)),
-            "--points",
-            str(args.points),
-            "--interval",
-            str(args.interval),
+            *shape,
         )
         own_lateness: list[float] = []
 
