@@ -6,15 +6,20 @@ import subprocess
 import sys
 
 
+def run_fresh(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with ``python -c`` in a new interpreter, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_importing_the_contract_suite_does_not_import_pytest() -> None:
     code = (
         "import sys, edge_proxy.testing\n"
         "from edge_proxy.testing import ContractSetup, DriverContract\n"
         "assert 'pytest' not in sys.modules, 'edge_proxy.testing imported pytest'\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = run_fresh(code)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -25,7 +30,5 @@ def test_importing_the_driver_api_imports_no_driver() -> None:
         "('edge_proxy_drivers', 'pymodbus', 'serial', 'serial_asyncio')]\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = run_fresh(code)
     assert proc.returncode == 0, proc.stderr

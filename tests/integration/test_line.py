@@ -270,17 +270,26 @@ async def until_buffered(link: LineLink, data: bytes) -> None:
         assert await protocol.wait_data(5.0), "nothing arrived"
 
 
+#: STATUS with a timeout that a server ``delay`` of 0.5 s overruns.
+QUICK_STATUS = {"request": "STS?", "timeout": "200ms"}
+
+
+async def time_out_a_status(server: LineTcpServer, device: LineDevice) -> None:
+    """A STATUS (of QUICK_STATUS) that times out; the server's reply is still on its way."""
+    server.dialect.delay = 0.5
+    with pytest.raises(DeviceTimeout):
+        await device.execute("STATUS", {})
+    server.dialect.delay = 0.0
+
+
 async def test_late_reply_to_a_timed_out_request_is_not_the_next_reply(
     tcp_server: LineTcpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="edge_proxy_drivers.line")
     link = LineTcpLink("l", tcp_link(tcp_server, timeout="2s", late_reply_grace="3s"))
-    device = await open_device(link, profile(STATUS={"request": "STS?", "timeout": "200ms"}))
+    device = await open_device(link, profile(STATUS=QUICK_STATUS))
     try:
-        tcp_server.dialect.delay = 0.5
-        with pytest.raises(DeviceTimeout):
-            await device.execute("STATUS", {})
-        tcp_server.dialect.delay = 0.0
+        await time_out_a_status(tcp_server, device)
         # the late "STS 0 0" arrives while this call waits; taken as the reply, OK would fail
         assert await device.execute("SET_BRIGHTNESS", {"brightness": 60}) == {"reply": "OK"}
         assert await device.execute("RAW_STATUS", {}) == {"reply": "STS 0 60"}
@@ -296,12 +305,9 @@ async def test_without_grace_a_late_reply_fails_the_next_transaction(
     # The documented limit: with no grace the late line is read as the next reply, and only
     # ``expect`` stands between it and a wrong result.
     link = LineTcpLink("l", tcp_link(tcp_server, timeout="2s", late_reply_grace=0))
-    device = await open_device(link, profile(STATUS={"request": "STS?", "timeout": "200ms"}))
+    device = await open_device(link, profile(STATUS=QUICK_STATUS))
     try:
-        tcp_server.dialect.delay = 0.5
-        with pytest.raises(DeviceTimeout):
-            await device.execute("STATUS", {})
-        tcp_server.dialect.delay = 0.0
+        await time_out_a_status(tcp_server, device)
         with pytest.raises(DeviceException) as info:
             await device.execute("SET_BRIGHTNESS", {"brightness": 60})
         assert info.value.details == {"reply": "STS 0 0"}

@@ -189,6 +189,17 @@ def status_of(device: str, status: str) -> Callable[[dict[str, Any]], bool]:
     )
 
 
+async def start_plc(gateway: Gateway, edge_factory: EdgeFactory, server: ModbusServer) -> None:
+    """A daemon with plc-1, unit 1 of ``server`` over modbus-tcp; returns once it is online."""
+    config = gateway_tree(
+        gateway,
+        {"plc": {"driver": "modbus-tcp", "host": "127.0.0.1", "port": server.port}},
+        [{"id": "plc-1", "link": "plc", "unit": 1}],
+    )
+    await edge_factory(config)
+    await gateway.wait(status_of("plc-1", "online"))
+
+
 # ---------------------------------------------------------------------------- every type
 
 
@@ -263,13 +274,7 @@ async def test_gateway_read_write_and_merged_read(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
     async with ModbusServer((1,)) as server:
-        config = gateway_tree(
-            gateway,
-            {"plc": {"driver": "modbus-tcp", "host": "127.0.0.1", "port": server.port}},
-            [{"id": "plc-1", "link": "plc", "unit": 1}],
-        )
-        await edge_factory(config)
-        await gateway.wait(status_of("plc-1", "online"))
+        await start_plc(gateway, edge_factory, server)
 
         await gateway.send(
             command("w1", "plc-1", op="write", params={"values": {"i32": -7, "u32": 70000}})
@@ -288,13 +293,7 @@ async def test_gateway_read_write_and_merged_read(
 
 async def test_gateway_modbus_exception(gateway: Gateway, edge_factory: EdgeFactory) -> None:
     async with ModbusServer((1,)) as server:
-        config = gateway_tree(
-            gateway,
-            {"plc": {"driver": "modbus-tcp", "host": "127.0.0.1", "port": server.port}},
-            [{"id": "plc-1", "link": "plc", "unit": 1}],
-        )
-        await edge_factory(config)
-        await gateway.wait(status_of("plc-1", "online"))
+        await start_plc(gateway, edge_factory, server)
         await gateway.send(command("x1", "plc-1", op="read", params={"points": ["missing"]}))
         term = await gateway.terminal("x1")
         assert term["type"] == "command_response"

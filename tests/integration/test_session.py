@@ -19,6 +19,7 @@ from edge_proxy.config import Config
 from edge_proxy.ops.daemon import Daemon
 from edge_proxy.ops.logsetup import setup_logging
 from tests.builders import base_tree, command, make_config
+from tests.integration.faults.parts import poll_until
 from tests.integration.support import Gateway, free_port
 
 EdgeFactory = Callable[[Config], Awaitable[Daemon]]
@@ -141,11 +142,7 @@ async def test_restart_reregisters_and_delivers_results_in_order(
 async def test_reconnects_after_refused_connections(edge_factory: EdgeFactory) -> None:
     port = free_port()
     daemon = await edge_factory(make_config(base_tree(f"ws://127.0.0.1:{port}")))
-    for _ in range(200):
-        if daemon.session.failures >= 2:
-            break
-        await asyncio.sleep(0.02)
-    assert daemon.session.failures >= 2
+    await poll_until(lambda: daemon.session.failures >= 2, 4, "two refused connections")
     assert "Error" in (daemon.session.last_error or "")
     gw = Gateway()
     gw.port = port
@@ -204,11 +201,9 @@ async def test_outbox_overflow_while_gateway_down(edge_factory: EdgeFactory) -> 
         {"interval": "20ms", "points": ["mode"], "report": "always"}
     ]
     daemon = await edge_factory(make_config(tree))
-    for _ in range(300):
-        if daemon.outbox.dropped.get("telemetry", 0) >= 3:
-            break
-        await asyncio.sleep(0.02)
-    assert daemon.outbox.dropped["telemetry"] >= 3
+    await poll_until(
+        lambda: daemon.outbox.dropped.get("telemetry", 0) >= 3, 6, "three telemetry dropped"
+    )
     assert daemon.outbox.count <= 3
 
 
@@ -256,11 +251,7 @@ async def test_wss_untrusted_certificate_is_refused(
     gw = await _tls_gateway(ca)
     try:
         daemon = await edge_factory(make_config(_tls_tree(gw, None)))
-        for _ in range(250):
-            if daemon.session.failures >= 2:
-                break
-            await asyncio.sleep(0.02)
-        assert daemon.session.failures >= 2
+        await poll_until(lambda: daemon.session.failures >= 2, 5, "two refused handshakes")
         assert "CERTIFICATE_VERIFY_FAILED" in (daemon.session.last_error or "")
         assert not gw.frames
     finally:
