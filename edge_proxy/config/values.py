@@ -96,8 +96,7 @@ Duration = Annotated[
 ]
 #: A Duration above 0, for delays that 0 would turn into a busy loop (reconnect backoff).
 PositiveDuration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
+    Duration,
     Field(gt=0),
     _number_or_unit(
         {"type": "number", "exclusiveMinimum": 0},
