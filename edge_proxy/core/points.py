@@ -114,7 +114,24 @@ class _Layout:
     bit: int = 0
 
 
+# Layouts by point object: a point's layout is needed three times per value read (span, slice,
+# decode), on every poll. Keyed by id() with the point kept alive, so a reused id never matches.
+_LAYOUTS: dict[int, tuple[PointSpec, _Layout]] = {}
+_LAYOUT_CACHE = 65536
+
+
 def _layout(point: PointSpec) -> _Layout:
+    entry = _LAYOUTS.get(id(point))
+    if entry is not None and entry[0] is point:
+        return entry[1]
+    layout = _compute_layout(point)
+    if len(_LAYOUTS) >= _LAYOUT_CACHE:  # a long run of reloads: start over
+        _LAYOUTS.clear()
+    _LAYOUTS[id(point)] = (point, layout)
+    return layout
+
+
+def _compute_layout(point: PointSpec) -> _Layout:
     table, kind = point.table, point.type
     if table in BIT_TABLES:
         if kind != "bool":
@@ -215,7 +232,7 @@ def decode_registers(point: PointSpec, words: Sequence[int]) -> bool | int | flo
         raise PointSpecError(f"a {point.table} point is read with decode_bits")
     if len(words) != layout.count:
         raise ValueError(f"expected {layout.count} register(s), got {len(words)}")
-    if any(not 0 <= w <= 0xFFFF for w in words):
+    if min(words) < 0 or max(words) > 0xFFFF:
         raise ValueError(f"register values must be 0..65535, got {list(words)}")
     if layout.kind == "register_bit":
         return bool(words[0] >> layout.bit & 1)
