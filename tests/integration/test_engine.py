@@ -639,8 +639,7 @@ async def test_progress_throttle_survives_a_late_timer(
     monkeypatch.setattr(engine_module, "PROGRESS_INTERVAL", interval)
     clock = OffsetClock()
     monkeypatch.setattr(engine_module, "time", clock)
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     sent: list[tuple[float, int]] = []
     original = daemon.engine.emit
 
@@ -760,12 +759,18 @@ def two_rec_tree(gateway: Gateway, latency: str = "0ms", **link_extra: Any) -> d
     )
 
 
+async def start_two_rec(gateway: Gateway, edge_factory: EdgeFactory) -> Daemon:
+    """A daemon on two_rec_tree(), once r1 and r2 are online."""
+    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
+    await online(gateway, "r1", "r2")
+    return daemon
+
+
 async def r1_held_by_a_blocker(
     gateway: Gateway, edge_factory: EdgeFactory, mode: int = 1
 ) -> tuple[Daemon, asyncio.Event]:
     """A daemon on two_rec_tree whose r1 runs the write "blocker" until the event is set."""
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     release = RECORDER.hold(lambda t: t.ref == "blocker")
     await gateway.send(command("blocker", "r1", op="write", params={"values": {"mode": mode}}))
     await RECORDER.wait(lambda t: t.ref == "blocker")
@@ -820,8 +825,7 @@ async def test_complex_parameter_steps(gateway: Gateway, edge_factory: EdgeFacto
 async def test_complex_profile_command_with_steps(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     sim_values(daemon, "r1")["status_word"] = 11
     await gateway.send(command("cm", "r1", "COMMISSION", ctype="COMPLEX"))
     term = await exactly_one_terminal(gateway, "cm")
@@ -881,8 +885,7 @@ BAD_STEP_3: list[tuple[str, dict[str, Any], str]] = [
 async def test_complex_bad_step_3_rejected_before_step_1(
     gateway: Gateway, edge_factory: EdgeFactory, name: str, step: Any, code: str
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     steps = [write_step({"mode": 1}), {"deviceId": "r2", **write_step({"mode": 2})}, step]
     await gateway.send(complex_cmd("bad", steps, "r1"))
     err = await expect_error(gateway, "bad", code)
@@ -904,8 +907,7 @@ async def test_complex_step_error_field_names_the_step(
 async def test_complex_misspelt_step_key_rejected(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     steps = [
         write_step({"mode": 1}),
         write_step({"brightness": 2}),
@@ -1076,8 +1078,7 @@ async def test_timeout_while_queued_never_reaches_device(
 async def test_complex_timeout_reports_finished_steps(
     gateway: Gateway, edge_factory: EdgeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     aborted = watch_aborts(daemon, monkeypatch)
     release = RECORDER.hold(lambda t: t.ref == "ct" and t.values == {"mode": 2})
     steps = [write_step({"mode": 1}), write_step({"mode": 2}), write_step({"mode": 3})]
@@ -1155,8 +1156,7 @@ async def test_cancel_queued_command(gateway: Gateway, edge_factory: EdgeFactory
 async def test_cancel_running_complex_stops_before_next_step(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     release = RECORDER.hold(lambda t: t.ref == "cx" and t.values == {"mode": 2})
     steps = [write_step({"mode": 1}), write_step({"mode": 2}), write_step({"mode": 3})]
     await gateway.send(complex_cmd("cx", steps, "r1"))
@@ -1264,8 +1264,7 @@ async def test_query_without_request_ref(gateway: Gateway, edge: Daemon) -> None
 async def test_duplicate_while_running_gets_the_terminal_again(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     release = RECORDER.hold(lambda t: t.ref == "d")
     msg = command("d", "r1", op="write", params={"values": {"mode": 3}}, callback="x")
     await gateway.send(msg)
@@ -1290,8 +1289,7 @@ async def test_duplicate_while_running_gets_the_terminal_again(
 async def test_duplicate_after_finish_is_answered_not_run(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
-    daemon = await start(gateway, edge_factory, two_rec_tree(gateway))
-    await online(gateway, "r1", "r2")
+    daemon = await start_two_rec(gateway, edge_factory)
     msg = complex_cmd("d", [write_step({"mode": 3}), write_step({"brightness": 4})], "r1")
     await gateway.send(msg)
     first = await gateway.terminal("d")
