@@ -488,28 +488,22 @@ async def test_batch_parameters_checked_for_every_target_first(
     assert sim_values(daemon, "lamp-1")["brightness"] == 0
 
 
+def brightness_batch(ref: str, targets: str) -> dict[str, Any]:
+    """A BATCH of the profile command SET_BRIGHTNESS (20) on ``targets``."""
+    params = {"targets": targets, "brightness": 20}
+    return command(ref, code="SET_BRIGHTNESS", params=params, ctype="BATCH")
+
+
 async def test_batch_profile_command_missing_on_a_target(
     gateway: Gateway, edge_factory: EdgeFactory
 ) -> None:
     daemon = await start(gateway, edge_factory, lamp_tree(gateway))
-    msg = command(
-        "bc",
-        code="SET_BRIGHTNESS",
-        params={"targets": "pillar-001,lamp-1", "brightness": 20},
-        ctype="BATCH",
-    )
-    await gateway.send(msg)
+    await gateway.send(brightness_batch("bc", "pillar-001,lamp-1"))
     err = await expect_error(gateway, "bc", "UNSUPPORTED_COMMAND")
     assert err["details"]["deviceId"] == "lamp-1"
     assert sim_values(daemon, "pillar-001")["brightness"] == 0
     # the same profile command on targets that all have it runs
-    msg = command(
-        "bc2",
-        code="SET_BRIGHTNESS",
-        params={"targets": "pillar-001,pillar-002", "brightness": 20},
-        ctype="BATCH",
-    )
-    await gateway.send(msg)
+    await gateway.send(brightness_batch("bc2", "pillar-001,pillar-002"))
     term = await gateway.terminal("bc2")
     assert term["status"] == "completed"
     assert sim_values(daemon, "pillar-002")["brightness"] == 20
