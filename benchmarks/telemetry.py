@@ -63,6 +63,7 @@ from datetime import datetime
 from typing import Any
 
 import common
+import console_clients
 
 SETTLE = 2.0  # seconds after every device's first value before a window starts
 LATE = 2.0  # seconds waited after a window for values sampled in it
@@ -396,6 +397,17 @@ async def body(args: argparse.Namespace) -> None:
         )
         await edge.stop()  # before the bare poller starts: one side at a time
         problems = log_problems(edge)
+        if args.console_clients:  # the same load again, the console open in N browser tabs
+            bench.gateway.peers.pop("edge", None)  # the next edge's REGISTER names it again
+            tallies["edge"] = Tally(wanted=args.devices)
+            port = console_clients.free_port()
+            edge = await bench.start_edge(console_clients.with_console(tree, port))
+            async with console_clients.Tabs(port, args.console_clients, devices) as tabs:
+                name = f"edge-proxy, console in {args.console_clients} tabs"
+                with_tabs = await window(
+                    bench, args, name, edge.pid, tallies["edge"], counters, devices
+                )
+            await edge.stop()
         bare = await bench.helper(
             __file__,
             "--bare",
@@ -420,6 +432,8 @@ async def body(args: argparse.Namespace) -> None:
         bench.header()
         print(f"layout: {len(units)} ports x up to {max(units)} units, one link per port")
         report(args, edge_side, bare_side, (quiet, quiet_failed))
+        if args.console_clients:
+            console_clients.report(edge_side, with_tabs, tabs)
         print(f"\nedge log: {len(problems)} WARNING/ERROR lines" + ":" * bool(problems))
         for line in problems[:5]:
             print(f"  {line[:300]}")
@@ -657,6 +671,9 @@ def main() -> None:
     p.add_argument("--units-per-port", type=int, default=50, help="Modbus units per TCP port")
     p.add_argument("--command-rate", type=float, default=20.0, help="SIMPLE reads per second")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="commands without telemetry")
+    p.add_argument(
+        "--console-clients", type=int, default=0, help="then run again with N console tabs open"
+    )
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)

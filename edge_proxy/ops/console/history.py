@@ -44,9 +44,14 @@ class GroupRing:
                     self.known.add(name)
                     if type(value) in _NUMBERS:
                         self.values[name] = array("f", [NAN]) * self.size
-        for name, ring in self.values.items():
-            value = values.get(name)
-            ring[slot] = value if type(value) in _NUMBERS else NAN  # type: ignore[assignment]
+        get = values.get
+        try:  # the fast path: every charted point's value is a number (or missing)
+            for name, ring in self.values.items():
+                ring[slot] = get(name, NAN)
+        except TypeError:  # a charted point read as something else this once: a gap
+            for name, ring in self.values.items():
+                value = get(name)
+                ring[slot] = value if type(value) in _NUMBERS else NAN  # type: ignore[assignment]
         for name in bad:
             bad_ring = self.values.get(name)
             if bad_ring is not None:

@@ -31,6 +31,8 @@ from edge_proxy.wire.names import CONSOLE_PREFIX, PRIORITIES, VERSION
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between live updates of the followed pages
+CHANGE_BATCH = 0.1  # state changes within this time go out as one event (a link's devices)
+MAX_PENDING_CHANGES = 1000
 CALL_MARGIN = 2.0  # a console command's answer is awaited its timeout plus this
 MAX_TIMEOUT_MS = 60_000
 
@@ -109,6 +111,8 @@ class Console:
         self._marks: dict[str, float] = {}  # device topic -> newest sample time sent
         self._log_mark = 0
         self._ticker: asyncio.Task[None] | None = None
+        self._changes: list[dict[str, Any]] = []
+        self._changes_flush: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ hooks (hot paths)
 
@@ -138,9 +142,24 @@ class Console:
         self.history.add(dev_id, group, sample)
 
     def on_change(self, change: dict[str, Any]) -> None:
-        """Activity hook: a device or the Gateway link changed state; tell every open page."""
-        if self.streams.clients:
-            self.streams.publish("changes", "change", views.dumps(change))
+        """Activity hook: a device or the Gateway link changed state; tell every open page.
+
+        Changes are sent within CHANGE_BATCH, those of one burst (a link going down with its
+        fifty devices) as one event: a burst never fills a stream's queue.
+        """
+        if not self.streams.clients:
+            return
+        self._changes.append(change)
+        del self._changes[:-MAX_PENDING_CHANGES]
+        if self._changes_flush is None:
+            loop = asyncio.get_running_loop()
+            self._changes_flush = loop.call_later(CHANGE_BATCH, self._flush_changes)
+
+    def _flush_changes(self) -> None:
+        self._changes_flush = None
+        changes, self._changes = self._changes, []
+        if changes:
+            self.streams.publish("changes", "changes", views.dumps(changes))
 
     def keep_only(self, dev_ids: set[str]) -> None:
         """After a reload: forget removed devices."""
@@ -198,6 +217,9 @@ class Console:
     async def stop(self) -> None:
         """End every stream and the tick."""
         self.logs.remove()
+        if self._changes_flush is not None:
+            self._changes_flush.cancel()
+            self._changes_flush = None
         self.streams.close_all()
         task, self._ticker = self._ticker, None
         if task is not None:

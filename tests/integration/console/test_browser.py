@@ -86,6 +86,7 @@ async def test_every_page_loads_and_is_photographed(
     await page.click("#tester-send")
     await page.wait_for_selector("#tester-status[data-status=completed]")
     await page.wait_for_selector("#commands .cmd")
+    await page.wait_for_selector("#points tr[data-point=level] .badge[data-badge=good]")
     await page.screenshot(path=str(shots / "device.png"), full_page=True)
 
     await page.goto(url + "/logs")

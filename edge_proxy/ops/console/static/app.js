@@ -38,7 +38,9 @@ async function api(path, options) {
   return body;
 }
 
+// a time from the server: epoch seconds (the devices table) or ISO-8601
 function parseTime(iso) {
+  if (typeof iso === "number") return iso;
   return iso ? Date.parse(iso) / 1000 : null;
 }
 
@@ -64,7 +66,7 @@ function age(iso) {
 
 function clock(iso) {
   if (!iso) return "—";
-  const d = new Date(iso);
+  const d = new Date(typeof iso === "number" ? iso * 1000 : iso);
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 

@@ -248,7 +248,9 @@
       setState(tick.device.state);
     },
     command: upsertCommand,
-    change: (c) => { if (c.what === "device" && c.id === id) setState(c.state); },
+    changes: (list) => {
+      for (const c of list) if (c.what === "device" && c.id === id) setState(c.state);
+    },
     reconnected: load,
   });
 })();

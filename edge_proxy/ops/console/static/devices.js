@@ -25,7 +25,7 @@
       el("td", {}, el("a", { href: "/device/" + encodeURIComponent(r.id) }, r.id)),
       el("td", {}, r.type), el("td", { class: "muted" }, r.link || "—"),
       el("td", { class: "state" }, badge(r.state)),
-      el("td", { title: r.lastSeen || "" }, age(r.lastSeen)),
+      el("td", { title: r.lastSeen ? new Date(r.lastSeen * 1000).toISOString() : "" }, age(r.lastSeen)),
       el("td", { class: r.lastError ? "err" : "muted" }, errorText(r.lastError) || "—"),
       el("td", { class: "num" }, c.transactions ?? "—"), el("td", { class: "num" }, c.failures ?? "—"),
       el("td", { class: "num" }, c.timeouts ?? "—"), el("td", { class: "num" }, c.reconnects ?? "—"),
@@ -50,10 +50,13 @@
   load().catch((e) => main.append(el("p", { class: "err" }, String(e))));
   live(["devices", "changes"], {
     devices: (list) => { rows = list; draw(); },
-    change: (c) => {
-      if (c.what !== "device") return;
-      const r = rows.find((x) => x.id === c.id);
-      if (r) { r.state = c.state; draw(); }
+    changes: (list) => {
+      let changed = false;
+      for (const c of list) {
+        const r = c.what === "device" && rows.find((x) => x.id === c.id);
+        if (r) { r.state = c.state; changed = true; }
+      }
+      if (changed) draw();
     },
     reconnected: load,
   });

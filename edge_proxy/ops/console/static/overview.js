@@ -51,8 +51,8 @@
   load().catch((e) => main.replaceChildren(el("p", { class: "err" }, String(e))));
   live(["overview", "changes"], {
     overview: render,
-    change: (c) => {
-      changes = [c, ...changes].slice(0, 20);
+    changes: (list) => {
+      changes = [...list.reverse(), ...changes].slice(0, 20);
       const old = document.getElementById("changes");
       if (old) old.replaceWith(changesTable());
     },
