@@ -111,7 +111,7 @@ def device_row(
         overruns = (overruns or 0) + gs.skipped
         if gs.last_sample is not None and (last_sample is None or gs.last_sample > last_sample):
             last_sample = gs.last_sample
-    row = {
+    row: dict[str, Any] = {
         "id": dev.id,
         "type": dev.config.type,
         "profile": dev.config.profile,

@@ -223,5 +223,5 @@ async def test_a_token_is_needed_and_the_login_page_lets_one_in(
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and secret not in cookie["value"]
     for path in ("/", "/devices", "/device/sim-01", "/logs", "/config"):
         await page.goto(base(daemon) + path)
-        await page.wait_for_load_state("networkidle")
+        await page.wait_for_function("() => !document.getElementById('loading')")
         assert secret not in await page.content()
