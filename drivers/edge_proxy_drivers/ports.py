@@ -6,6 +6,7 @@ import os
 from collections.abc import Hashable
 
 from edge_proxy.config import LinkConfig
+from edge_proxy.drivers import Driver
 
 
 def serial_share_key(link: LinkConfig) -> Hashable:
@@ -18,3 +19,14 @@ def serial_share_key(link: LinkConfig) -> Hashable:
     """
     port = link.port
     return ("serial", link.driver, os.path.realpath(port) if isinstance(port, str) else port)
+
+
+class PortSharingDriver(Driver):
+    """A built-in driver whose serial links share by :func:`serial_share_key`."""
+
+    @classmethod
+    def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
+        """A serial port is shared by path with symlinks resolved; else as the core decides."""
+        if cls.serial:
+            return serial_share_key(link)
+        return super().share_key(link_name, link)

@@ -19,6 +19,7 @@ A driver may also offer a simulator of its devices (:meth:`Driver.simulator`, se
 from __future__ import annotations
 
 import contextvars
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -171,6 +172,9 @@ class Driver:
     #: Whether devices need a ``host`` / ``port``.
     needs_host: ClassVar[bool] = False
     needs_port: ClassVar[bool] = False
+    #: ``"package.module:Class"`` of the driver's :class:`DeviceSimulator`, imported only when
+    #: a simulator is asked for; empty when the driver offers none.
+    simulator_class: ClassVar[str] = ""
 
     @classmethod
     def check_link(cls, link: LinkConfig) -> list[str]:
@@ -214,5 +218,11 @@ class Driver:
         devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
     ) -> DeviceSimulator | None:
         """A simulator serving ``devices`` (all on one shared link) as this driver reaches them,
-        or None when the driver offers none (the default)."""
-        return None
+        or None when the driver offers none (the default): by default an instance of
+        :attr:`simulator_class`."""
+        if not cls.simulator_class:
+            return None
+        module_name, _, class_name = cls.simulator_class.partition(":")
+        factory = getattr(importlib.import_module(module_name), class_name)
+        simulator: DeviceSimulator = factory(link_name, link, devices)
+        return simulator

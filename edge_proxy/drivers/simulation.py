@@ -211,6 +211,12 @@ class DeviceSimulator(ABC):
         #: Where the simulator serves, once started.
         self.served: Address | None = None
         self._line: NullModem | None = None
+        self.setup()
+
+    def setup(self) -> None:
+        """Set up the simulator's own state, once the attributes above are set (a hook; the
+        default does nothing), so that a subclass need not repeat the constructor."""
+        return
 
     @property
     def configured_address(self) -> Address | None:

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration, parse_size
-from edge_proxy.drivers import Device, Driver, Link
+from edge_proxy.config import LinkConfig, parse_duration, parse_size
+from edge_proxy.drivers import Device, Link
 from edge_proxy_drivers.line.client import MIN_BUFFER, LineSerialLink, LineTcpLink
 from edge_proxy_drivers.line.device import LineDevice
-from edge_proxy_drivers.ports import serial_share_key
+from edge_proxy_drivers.ports import PortSharingDriver
 
 if TYPE_CHECKING:
-    from edge_proxy.drivers import DeviceSimulator
+    pass
 
 
 def _check_line_keys(link: LinkConfig) -> list[str]:
@@ -36,8 +35,11 @@ def _check_line_keys(link: LinkConfig) -> list[str]:
     return errors
 
 
-class _LineDriver(Driver):
+class _LineDriver(PortSharingDriver):
     """What both line drivers share: the device adapter and their link keys."""
+
+    #: A line server answering the devices' profile commands.
+    simulator_class: ClassVar[str] = "edge_proxy_drivers.line.simulator:LineSimulator"
 
     device_class: ClassVar[type[Device]] = LineDevice
     extra_link_keys: ClassVar[frozenset[str]] = frozenset({"late_reply_grace", "max_buffer"})
@@ -47,25 +49,6 @@ class _LineDriver(Driver):
     def check_link(cls, link: LinkConfig) -> list[str]:
         """Check the line driver's own keys too."""
         return super().check_link(link) + _check_line_keys(link)
-
-    @classmethod
-    def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
-        """A serial port is shared by path with symlinks resolved; else as the core decides."""
-        if cls.serial:
-            return serial_share_key(link)
-        return super().share_key(link_name, link)
-
-    @classmethod
-    def simulator(
-        cls,
-        link_name: str,
-        link: LinkConfig,
-        devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
-    ) -> DeviceSimulator | None:
-        """A line server answering the devices' profile commands."""
-        from edge_proxy_drivers.line.simulator import LineSimulator
-
-        return LineSimulator(link_name, link, devices)
 
 
 class LineTcpDriver(_LineDriver):

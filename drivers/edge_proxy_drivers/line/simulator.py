@@ -18,13 +18,12 @@ import logging
 import re
 import string
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import serial_asyncio
 
-from edge_proxy.config import CommandConfig, DeviceConfig, LineConfig, LinkConfig, ProfileConfig
+from edge_proxy.config import CommandConfig, LineConfig, ProfileConfig
 from edge_proxy.core import simulation_rules
 from edge_proxy.drivers import DeviceSimulator
 
@@ -155,13 +154,8 @@ class LineDeviceSim:
 class LineSimulator(DeviceSimulator):
     """A line server for the devices of one line link, over TCP or a serial line."""
 
-    def __init__(
-        self,
-        link_name: str,
-        link: LinkConfig,
-        devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
-    ) -> None:
-        super().__init__(link_name, link, devices)
+    def setup(self) -> None:
+        """The simulator's own state."""
         self.sims = [LineDeviceSim(profile, device_id=dev.id) for dev, profile in self.devices]
         # One wire, one line format: the first device's.
         line = next((p.line for _, p in self.devices if p.line is not None), LineConfig())

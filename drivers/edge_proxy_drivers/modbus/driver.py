@@ -8,11 +8,10 @@ point asked for, default 8; 0 for devices that refuse reads across holes),
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig, parse_duration
-from edge_proxy.drivers import Device, Driver, Link
+from edge_proxy.config import LinkConfig, parse_duration
+from edge_proxy.drivers import Device, Link
 from edge_proxy_drivers.modbus.client import (
     MAX_BITS,
     MAX_REGISTERS,
@@ -22,10 +21,10 @@ from edge_proxy_drivers.modbus.client import (
     ModbusTcpLink,
 )
 from edge_proxy_drivers.modbus.device import ModbusDevice
-from edge_proxy_drivers.ports import serial_share_key
+from edge_proxy_drivers.ports import PortSharingDriver
 
 if TYPE_CHECKING:
-    from edge_proxy.drivers import DeviceSimulator
+    pass
 
 
 def _check_int_key(link: LinkConfig, key: str, low: int, high: int) -> list[str]:
@@ -37,8 +36,11 @@ def _check_int_key(link: LinkConfig, key: str, low: int, high: int) -> list[str]
     return []
 
 
-class _ModbusDriver(Driver):
+class _ModbusDriver(PortSharingDriver):
     """What the four Modbus drivers share: the device class and the read-merging keys."""
+
+    #: A pymodbus server with one unit per device, framed as this driver frames.
+    simulator_class: ClassVar[str] = "edge_proxy_drivers.modbus.simulator:ModbusSimulator"
 
     device_class: ClassVar[type[Device]] = ModbusDevice
     extra_link_keys: ClassVar[frozenset[str]] = frozenset(
@@ -67,25 +69,6 @@ class _ModbusDriver(Driver):
         if cls.serial and link.port is None:
             errors.append(f".port: driver {link.driver!r} needs a serial device path")
         return errors
-
-    @classmethod
-    def share_key(cls, link_name: str, link: LinkConfig) -> Hashable:
-        """A serial port is shared by path with symlinks resolved; else as the core decides."""
-        if cls.serial:
-            return serial_share_key(link)
-        return super().share_key(link_name, link)
-
-    @classmethod
-    def simulator(
-        cls,
-        link_name: str,
-        link: LinkConfig,
-        devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
-    ) -> DeviceSimulator | None:
-        """A pymodbus server with one unit per device, framed as this driver frames."""
-        from edge_proxy_drivers.modbus.simulator import ModbusSimulator
-
-        return ModbusSimulator(link_name, link, devices)
 
 
 class ModbusTcpDriver(_ModbusDriver):

@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
-from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
+from edge_proxy.config import ProfileConfig
 from edge_proxy.core import points as pointcodec
 from edge_proxy.core import simulation_rules
 from edge_proxy.drivers import DeviceSimulator
@@ -110,14 +109,9 @@ def modbus_device(unit: int, profile: ProfileConfig, motion: Motion | None = Non
 class ModbusSimulator(DeviceSimulator):
     """One pymodbus server for the units of one Modbus link."""
 
-    def __init__(
-        self,
-        link_name: str,
-        link: LinkConfig,
-        devices: Sequence[tuple[DeviceConfig, ProfileConfig]],
-    ) -> None:
-        super().__init__(link_name, link, devices)
-        self.framer = framer_for(link.driver)
+    def setup(self) -> None:
+        """The simulator's own state."""
+        self.framer = framer_for(self.link.driver)
         self.server: ModbusTcpServer | ModbusSerialServer | None = None
         self.motions: list[Motion] = []
 
