@@ -47,6 +47,7 @@ import termios
 import time
 from abc import abstractmethod
 from collections.abc import Callable
+from typing import NamedTuple
 
 import serial_asyncio
 
@@ -64,6 +65,16 @@ MAX_BUFFER = 64 * 1024
 MIN_BUFFER = 1024
 #: Seconds between two warnings about receive buffer overflows on one link.
 OVERFLOW_LOG_EVERY = 10.0
+
+
+class _Exchange(NamedTuple):
+    """One request of :meth:`LineLink.transact` whose reply is awaited."""
+
+    request: bytes
+    terminator: bytes
+    timeout: float
+    max_line: int
+    device_id: str
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -302,9 +313,8 @@ class LineLink(Link):
             transport, protocol = self._require()
             transport.write(request + terminator)
             try:
-                return await self._read_reply(
-                    protocol, request, terminator, timeout, max_line, device_id
-                )
+                exchange = _Exchange(request, terminator, timeout, max_line, device_id)
+                return await self._read_reply(protocol, exchange)
             except asyncio.CancelledError:
                 # The request is out: whatever answers it now is a late reply.
                 self._owe(terminator, timeout)
@@ -312,15 +322,8 @@ class LineLink(Link):
         finally:
             self._device_id = None
 
-    async def _read_reply(
-        self,
-        protocol: _LineProtocol,
-        request: bytes,
-        terminator: bytes,
-        timeout: float,
-        max_line: int,
-        device_id: str,
-    ) -> bytes:
+    async def _read_reply(self, protocol: _LineProtocol, exchange: _Exchange) -> bytes:
+        request, terminator, timeout, max_line, device_id = exchange
         deadline = time.monotonic() + timeout
         while True:
             if protocol.overflowed:

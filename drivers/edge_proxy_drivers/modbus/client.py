@@ -141,6 +141,17 @@ class ModbusLink(Link):
         connect = self.config.connect_timeout or self.config.timeout
         return max(float(connect), self.timeout * 2 + 1.0)
 
+    def _client_options(self, trace_connect: Callable[[bool], None]) -> dict[str, Any]:
+        """The pymodbus client keywords of every link: no reconnect, no retries, traced."""
+        return {
+            "name": self.name,
+            "reconnect_delay": 0,
+            "timeout": self._client_timeout(),
+            "retries": 0,
+            "trace_packet": self._trace_packet,
+            "trace_connect": trace_connect,
+        }
+
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if not sending:
             self._last_rx = asyncio.get_running_loop().time()
@@ -299,12 +310,7 @@ class ModbusTcpLink(ModbusLink):
             self.config.host,
             port=port,
             framer=self.framer,
-            name=self.name,
-            reconnect_delay=0,
-            timeout=self._client_timeout(),
-            retries=0,
-            trace_packet=self._trace_packet,
-            trace_connect=trace_connect,
+            **self._client_options(trace_connect),
         )
 
 
@@ -351,12 +357,7 @@ class ModbusSerialLink(ModbusLink):
             bytesize=self.config.bytesize,
             parity=self.config.parity,
             stopbits=stopbits,
-            name=self.name,
-            reconnect_delay=0,
-            timeout=self._client_timeout(),
-            retries=0,
-            trace_packet=self._trace_packet,
-            trace_connect=trace_connect,
+            **self._client_options(trace_connect),
         )
 
 

@@ -160,33 +160,28 @@ class ModbusDevice(Device):
         return response
 
     async def _write_coil(self, address: int, value: bool) -> None:
-        what = self._what(5, "coil", address, 1)
+        await self._write_single(5, "coil", "write_coil", "bits", address, value)
+
+    async def _write_register(self, address: int, word: int) -> None:
+        await self._write_single(6, "holding", "write_register", "registers", address, word)
+
+    async def _write_single(
+        self, fc: int, table: str, method: str, echoed: str, address: int, value: bool | int
+    ) -> None:
+        """FC5/FC6: write one coil or register with ``client.<method>`` and check the echo
+        (``response.<echoed>``) of a reply."""
+        what = self._what(fc, table, address, 1)
         response = await self._send_write(
-            5,
+            fc,
             what,
-            lambda c, unit, bcast: c.write_coil(
+            lambda c, unit, bcast: getattr(c, method)(
                 address, value, device_id=unit, no_response_expected=bcast
             ),
         )
         if response is not None and (
-            response.address != address or list(response.bits[:1]) != [value]
+            response.address != address or list(getattr(response, echoed)[:1]) != [value]
         ):
-            echo = f"{response.address}={list(response.bits[:1])}"
-            raise self.link.reply_mismatch(self.unit, what, f"echo {echo}")
-
-    async def _write_register(self, address: int, word: int) -> None:
-        what = self._what(6, "holding", address, 1)
-        response = await self._send_write(
-            6,
-            what,
-            lambda c, unit, bcast: c.write_register(
-                address, word, device_id=unit, no_response_expected=bcast
-            ),
-        )
-        if response is not None and (
-            response.address != address or list(response.registers[:1]) != [word]
-        ):
-            echo = f"{response.address}={list(response.registers[:1])}"
+            echo = f"{response.address}={list(getattr(response, echoed)[:1])}"
             raise self.link.reply_mismatch(self.unit, what, f"echo {echo}")
 
     async def _write_registers(self, address: int, words: list[int]) -> None:

@@ -130,17 +130,21 @@ class ModbusSimulator(DeviceSimulator):
         for motion in self.motions:
             motion.context = core if isinstance(core, SimCore) else None
 
+    async def _start(self, server: ModbusTcpServer | ModbusSerialServer, failure: str) -> None:
+        """Start ``server`` in the background; a bare RuntimeError becomes ``OSError(failure)``."""
+        self._moving(server)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise OSError(f"{failure}: {exc}") from exc
+        self.server = server
+
     async def serve_tcp(self, host: str, port: int) -> int:
         """Listen on host:port with the driver's framing; returns the port."""
         # pymodbus logs why a listen failed and raises a bare RuntimeError: ask the OS first.
         ensure_bindable(host, port)
         server = ModbusTcpServer(self._units(), framer=self.framer, address=(host, port))
-        self._moving(server)
-        try:
-            await server.serve_forever(background=True)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
-        self.server = server
+        await self._start(server, f"cannot listen on {host}:{port}")
         listener = server.transport
         assert isinstance(listener, asyncio.Server)
         return int(listener.sockets[0].getsockname()[1])
@@ -161,12 +165,7 @@ class ModbusSimulator(DeviceSimulator):
             stopbits=stopbits,
             reconnect_delay=0,
         )
-        self._moving(server)
-        try:
-            await server.serve_forever(background=True)
-        except RuntimeError as exc:
-            raise OSError(f"cannot open {path}: {exc}") from exc
-        self.server = server
+        await self._start(server, f"cannot open {path}")
 
     async def stop_serving(self) -> None:
         """Shut the server down, with every client connection."""
