@@ -8,9 +8,9 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -160,6 +160,19 @@ class LocalTcpServer:
             with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
             self._handlers.discard(task)
+
+
+ServerT = TypeVar("ServerT", bound=LocalTcpServer)
+
+
+@contextlib.asynccontextmanager
+async def running(server: ServerT) -> AsyncIterator[ServerT]:
+    """``server`` started, and stopped on the way out: the body of a server fixture."""
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 def edge_cmd(*args: str) -> list[str]:

@@ -36,6 +36,7 @@ from edge_proxy_drivers.line.driver import LineSerialDriver, LineTcpDriver
 from edge_proxy_drivers.modbus.driver import ModbusTcpDriver
 from tests.integration.line_servers import LineTcpServer, PtyLineServer
 from tests.integration.modbus_servers import ModbusServer
+from tests.integration.support import LocalTcpServer, running
 
 NORMAL = PRIORITY_LEVELS["normal"]
 
@@ -134,7 +135,7 @@ async def rig(
 # ---------------------------------------------------------------- a scripted Modbus-TCP device
 
 
-class ScriptedModbus:
+class ScriptedModbus(LocalTcpServer):
     """A raw Modbus-TCP responder: answers registers, an exception code, or nothing at all.
 
     ``mode`` is ``"answer"`` (FC3/FC4 replies of zeros), ``"silent"`` (reads the request,
@@ -142,27 +143,9 @@ class ScriptedModbus:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.mode: str | int = "answer"
         self.requests: list[tuple[float, int, int]] = []  # (time, function, exception or 0)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()  # the handler sees the end of its stream and returns
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
 
     def link(self, **over: Any) -> dict[str, Any]:
         """A modbus-tcp link mapping to this responder."""
@@ -180,37 +163,25 @@ class ScriptedModbus:
             return bytes([fc, 2 * count]) + bytes(2 * count)
         return bytes([fc | 0x80, 1])  # illegal function
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            while True:
-                header = await reader.readexactly(7)
-                tid, _pid, length, unit = struct.unpack(">HHHB", header)
-                pdu = await reader.readexactly(length - 1)
-                answer = self.reply(pdu[0], pdu[1:])
-                code = answer[1] if answer is not None and answer[0] & 0x80 else 0
-                self.requests.append((time.monotonic(), pdu[0], code))
-                if answer is not None:
-                    writer.write(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer (or not) each MBAP request as ``mode`` says, noting it in ``requests``."""
+        while True:
+            header = await reader.readexactly(7)
+            tid, _pid, length, unit = struct.unpack(">HHHB", header)
+            pdu = await reader.readexactly(length - 1)
+            answer = self.reply(pdu[0], pdu[1:])
+            code = answer[1] if answer is not None and answer[0] & 0x80 else 0
+            self.requests.append((time.monotonic(), pdu[0], code))
+            if answer is not None:
+                writer.write(struct.pack(">HHHB", tid, 0, len(answer) + 1, unit) + answer)
+                await writer.drain()
 
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[ScriptedModbus]:
     """A running scripted Modbus-TCP device."""
-    server = ScriptedModbus()
-    await server.start()
-    yield server
-    await server.stop()
+    async with running(ScriptedModbus()) as server:
+        yield server
 
 
 # ---------------------------------------------------------------- Modbus: exceptions are answers
@@ -302,10 +273,8 @@ async def test_offline_device_is_probed_at_backoff_and_returns_when_it_answers(
 @pytest.fixture
 async def line_server() -> AsyncIterator[LineTcpServer]:
     """A running pillar-ascii device on TCP."""
-    server = LineTcpServer()
-    await server.start()
-    yield server
-    await server.stop()
+    async with running(LineTcpServer()) as server:
+        yield server
 
 
 def line_link(server: LineTcpServer, **over: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from edge_proxy.config import DeviceConfig, LinkConfig, ProfileConfig
 from edge_proxy.errors import DeviceException
 from edge_proxy_drivers.line import LineDevice, LineLink, LineSerialLink, LineTcpLink
 from tests.integration.line_servers import PillarDialect, PtyLineServer
+from tests.integration.support import LocalTcpServer, running
 
 PROFILE = ProfileConfig.model_validate(
     {
@@ -33,32 +34,14 @@ STATUS = {"door": 0, "brt": 0}
 MAX_BUFFER = 64 * 1024
 
 
-class StreamingServer:
+class StreamingServer(LocalTcpServer):
     """A pillar-ascii device on TCP that can also pour raw bytes onto its connection."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.dialect = PillarDialect()
-        self.port = 0
         #: bytes sent right behind the next reply, in the same write (then cleared)
         self.after_reply = b""
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening and end every connection."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
 
     async def stream(self, total: int, chunk: int = 16 * 1024) -> None:
         """Send ``total`` bytes without a line end to every client."""
@@ -70,12 +53,9 @@ class StreamingServer:
                 await writer.drain()
                 sent += n
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        try:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer pillar-ascii requests, ``after_reply`` right behind the next reply."""
+        with contextlib.suppress(asyncio.LimitOverrunError):
             while True:
                 raw = await reader.readuntil(b"\r\n")
                 request = raw[:-2].decode()
@@ -84,21 +64,13 @@ class StreamingServer:
                 out, self.after_reply = reply + self.after_reply, b""
                 writer.write(out)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[StreamingServer]:
     """A running streaming server."""
-    srv = StreamingServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
+    async with running(StreamingServer()) as srv:
+        yield srv
 
 
 @contextlib.asynccontextmanager
