@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from edge_proxy.cli.main import main
-from edge_proxy.config import ConfigError, validate_tree
+from edge_proxy.config import validate_tree
 from edge_proxy.drivers import registry
 from tests.configs import has_error
+from tests.unit.test_config_faults import errors_of
 
 PROFILE: dict[str, Any] = {"points": {"level": {"table": "holding", "address": 1}}}
 
@@ -34,15 +35,6 @@ def tree(links: dict[str, Any], devices: list[dict[str, Any]]) -> dict[str, Any]
         "devices": [{"profile": "p", **d} for d in copy.deepcopy(devices)],
         "control": {"enabled": False},
     }
-
-
-def errors_of(config_tree: dict[str, Any]) -> list[str]:
-    """The error lines of validating the tree with the real driver checks ([] when valid)."""
-    try:
-        validate_tree(config_tree, registry.check_link, registry.check_profile)
-    except ConfigError as exc:
-        return exc.errors
-    return []
 
 
 @pytest.fixture
