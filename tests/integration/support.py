@@ -8,7 +8,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -173,6 +173,33 @@ async def running(server: ServerT) -> AsyncIterator[ServerT]:
         yield server
     finally:
         await server.stop()
+
+
+#: The benchmark scripts of the repository.
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_benchmark_smoke(
+    script: str,
+    *extra: str,
+    columns: Sequence[str] = (),
+    timeout: float = 180,
+    check_exit: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script> --smoke --time-limit 150 *extra`` and check its table: exit
+    code 0 (unless ``check_exit`` is false) and every one of ``columns`` in its output."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke", "--time-limit", "150", *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check_exit:
+        assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    missing = [c for c in columns if c not in proc.stdout]
+    assert not missing, f"{missing} not in:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
 
 
 def edge_cmd(*args: str) -> list[str]:

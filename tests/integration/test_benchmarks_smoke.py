@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.integration.support import run_benchmark_smoke
 
 LATENCY_COLUMNS = ["metric", "edge-proxy", "floor", "edge/floor", "wall p50", "wall p99"]
 CASES = [
@@ -29,13 +25,4 @@ CASES = [
 def test_benchmark_runs_and_prints_its_table(
     script: str, extra: list[str], columns: list[str]
 ) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--smoke", "--time-limit", "150", *extra],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    missing = [c for c in columns if c not in proc.stdout]
-    assert not missing, f"{missing} not in:\n{proc.stdout}"
+    run_benchmark_smoke(script, *extra, columns=columns)

@@ -6,13 +6,10 @@ Only the delivery guarantees are asserted (they hold on any machine); nothing ti
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
+from tests.integration.support import run_benchmark_smoke
 
 
 def row(output: str, metric: str) -> int:
@@ -24,15 +21,9 @@ def row(output: str, metric: str) -> int:
 
 @pytest.mark.timeout(240)
 def test_soak_smoke_runs_and_loses_or_duplicates_nothing() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SOAK), "--smoke", "--time-limit", "150"],
-        capture_output=True,
-        text=True,
-        timeout=220,
-        check=False,
-    )
+    title = "Soak: delivery under link faults"
+    proc = run_benchmark_smoke("soak.py", columns=[title], timeout=220, check_exit=False)
     out = proc.stdout
-    assert "Soak: delivery under link faults" in out, f"{out[-3000:]}\n{proc.stderr[-4000:]}"
     assert row(out, "terminals lost (acked, no terminal)") == 0, out
     assert row(out, "duplicated terminals (2 messageIds)") == 0, out
     assert row(out, "commands sent (distinct requestRefs)") > 0, out
