@@ -22,7 +22,8 @@ test module's own; without one pytest reports "fixture 'contract' not found".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,21 @@ async def _opened(setup: ContractSetup) -> tuple[Link, Device]:
     return link, device
 
 
+@contextlib.asynccontextmanager
+async def _device_for(setup: ContractSetup, needed: object, why: str) -> AsyncIterator[Device]:
+    """The device on an opened link, the link closed afterwards; the test is skipped (``why``)
+    unless ``needed`` is true."""
+    import pytest
+
+    if not needed:
+        pytest.skip(why)
+    link, device = await _opened(setup)
+    try:
+        yield device
+    finally:
+        await link.close()
+
+
 class DriverContract:
     """Base class of a driver's contract tests; the subclass provides the ``contract`` fixture
     (an async fixture yielding a :class:`ContractSetup` for a reachable device)."""
@@ -87,50 +103,32 @@ class DriverContract:
 
     async def test_read_returns_every_requested_point(self, contract: ContractSetup) -> None:
         """read() returns exactly the requested points."""
-        import pytest
-
         names = [n for n, p in contract.profile.points.items() if p.readable]
-        if not names:
-            pytest.skip("the profile has no readable points")
-        link, device = await _opened(contract)
-        try:
+        async with _device_for(contract, names, "the profile has no readable points") as device:
             values = await asyncio.wait_for(device.read(names), contract.timeout)
             assert set(values) == set(names)
             one = await asyncio.wait_for(device.read(names[:1]), contract.timeout)
             assert set(one) == {names[0]}
-        finally:
-            await link.close()
 
     async def test_write_then_read_back(self, contract: ContractSetup) -> None:
         """Written values read back equal (for points that are both writable and readable)."""
         import pytest
 
-        if not contract.write_values:
-            pytest.skip("no write_values given")
-        link, device = await _opened(contract)
-        try:
-            await asyncio.wait_for(device.write(contract.write_values), contract.timeout)
-            readable = [n for n in contract.write_values if contract.profile.points[n].readable]
+        written = contract.write_values
+        async with _device_for(contract, written, "no write_values given") as device:
+            await asyncio.wait_for(device.write(written), contract.timeout)
+            readable = [n for n in written if contract.profile.points[n].readable]
             if readable:
                 back = await asyncio.wait_for(device.read(readable), contract.timeout)
                 for name in readable:
-                    assert back[name] == pytest.approx(contract.write_values[name]), name
-        finally:
-            await link.close()
+                    assert back[name] == pytest.approx(written[name]), name
 
     async def test_commands_return_dicts(self, contract: ContractSetup) -> None:
         """execute() of each request command returns a dict of result values."""
-        import pytest
-
-        if not contract.commands:
-            pytest.skip("no commands given")
-        link, device = await _opened(contract)
-        try:
+        async with _device_for(contract, contract.commands, "no commands given") as device:
             for name, params in contract.commands.items():
                 result = await asyncio.wait_for(device.execute(name, params), contract.timeout)
                 assert isinstance(result, dict), name
-        finally:
-            await link.close()
 
     async def test_aborted_operation_sends_nothing(self, contract: ContractSetup) -> None:
         """An operation whose command was cancelled stops at its first checkpoint."""
