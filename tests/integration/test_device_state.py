@@ -34,7 +34,7 @@ from edge_proxy.errors import DeviceException, DeviceOffline, DeviceTimeout, err
 from edge_proxy.runtime.devices import PRIORITY_LEVELS, DeviceRuntime, LinkRuntime
 from edge_proxy_drivers.line.driver import LineSerialDriver, LineTcpDriver
 from edge_proxy_drivers.modbus.driver import ModbusTcpDriver
-from tests.integration.line_servers import LineTcpServer, PtyLineServer
+from tests.integration.line_servers import LineTcpServer, PillarDialect, PtyLineServer
 from tests.integration.modbus_servers import ModbusServer
 from tests.integration.support import LocalTcpServer, running
 
@@ -270,6 +270,17 @@ async def test_offline_device_is_probed_at_backoff_and_returns_when_it_answers(
 # ---------------------------------------------------------------- line devices
 
 
+async def silence(r: Rig, dialect: PillarDialect) -> int:
+    """Silence a line device and time STATUS out three times (its ``offline_after``): it is
+    offline; returns the count of requests it has had."""
+    dialect.silent = True
+    for _ in range(3):
+        with pytest.raises(DeviceTimeout):
+            await r.execute("STATUS")
+    assert r.device.state == "offline"
+    return len(dialect.requests)
+
+
 @pytest.fixture
 async def line_server() -> AsyncIterator[LineTcpServer]:
     """A running pillar-ascii device on TCP."""
@@ -313,12 +324,7 @@ async def test_line_device_without_health_command_does_not_flap(
     async with rig(LineTcpDriver, line_link(line_server), LINE_NO_HEALTH) as r:
         await r.execute("STATUS")
         assert r.device.state == "online"
-        line_server.dialect.silent = True
-        for _ in range(3):
-            with pytest.raises(DeviceTimeout):
-                await r.execute("STATUS")
-        assert r.device.state == "offline"
-        sent = len(line_server.dialect.requests)
+        sent = await silence(r, line_server.dialect)
         for _ in range(20):  # a burst of commands to the offline device
             with contextlib.suppress(DeviceOffline, DeviceTimeout):
                 await r.execute("STATUS")
@@ -355,12 +361,7 @@ async def test_offline_line_device_is_probed_at_backoff_on_a_pty() -> None:
         async with rig(LineSerialDriver, link, LINE_WITH_HEALTH) as r:
             await r.wait_state("online", 3.0)  # PING answered PONG
             assert server.dialect.requests == ["PING"]
-            server.dialect.silent = True
-            for _ in range(3):
-                with pytest.raises(DeviceTimeout):
-                    await r.execute("STATUS")
-            assert r.device.state == "offline"
-            before = len(server.dialect.requests)
+            before = await silence(r, server.dialect)
             await asyncio.sleep(1.5)
             probes = server.dialect.requests[before:]
             assert len(probes) >= 3 and set(probes) == {"PING"}, probes
