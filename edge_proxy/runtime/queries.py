@@ -15,6 +15,7 @@ from edge_proxy.runtime.devices import DeviceRuntime
 from edge_proxy.wire import framing
 from edge_proxy.wire.names import QUERY_KINDS
 
+
 class TelemetryView(Protocol):
     """What queries read of the telemetry collector."""
 
