@@ -10,7 +10,7 @@ import collections
 import json
 import math
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,10 +20,8 @@ from edge_proxy.ops.activity import Activity
 from edge_proxy.ops.console.commands import CommandLog
 from edge_proxy.ops.console.history import History
 from edge_proxy.ops.logsetup import REDACTOR, Redactor
-from edge_proxy.runtime.devices import DeviceRuntime, LinkRuntime
-from edge_proxy.runtime.engine import Engine
-from edge_proxy.runtime.outbox import Outbox
-from edge_proxy.runtime.session import Session
+from edge_proxy.ops.metrics import RuntimeView as MetricsView
+from edge_proxy.runtime.devices import DeviceRuntime
 from edge_proxy.runtime.telemetry import Telemetry
 from edge_proxy.wire.messages import epoch_timestamp
 
@@ -34,16 +32,10 @@ NUMERIC_TYPES = frozenset(
 )
 
 
-class RuntimeView(Protocol):
-    """What the console reads of a running edge (the daemon provides it)."""
+class RuntimeView(MetricsView, Protocol):
+    """What the console reads of a running edge: what metrics read, its config and activity."""
 
     config: Config
-    session: Session
-    outbox: Outbox
-    engine: Engine
-    devices: dict[str, DeviceRuntime]
-    links: dict[Hashable, LinkRuntime]
-    telemetry: Telemetry
     activity: Activity
 
 

@@ -8,7 +8,6 @@ tests skipped (reason)``, printed again at the end of the run.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -131,18 +130,6 @@ async def console_edge(gateway: Gateway, modbus: ModbusServer) -> AsyncIterator[
     yield start
     for daemon in started:
         await daemon.stop(grace=1.0)
-
-
-async def poll_until(
-    pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
-) -> None:
-    """Poll ``pred`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        await asyncio.sleep(interval)
 
 
 def chromium_missing() -> str | None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_proxy.ops.daemon import Daemon
-from tests.integration.console.conftest import ConsoleFactory, poll_until, shots_dir
+from tests.integration.console.conftest import ConsoleFactory, shots_dir
+from tests.integration.faults.parts import poll_until
 from tests.integration.modbus_servers import ModbusServer
 
 VIEWPORT = {"width": 1360, "height": 860}

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from edge_proxy.ops.daemon import Daemon
-from tests.integration.console.conftest import ConsoleFactory, poll_until
+from tests.integration.console.conftest import ConsoleFactory
+from tests.integration.faults.parts import poll_until
 from tests.integration.support import Gateway
 
 TOKEN = "tok-9f8e7d6c5b4a"

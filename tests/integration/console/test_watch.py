@@ -12,7 +12,8 @@ from pathlib import Path
 from edge_proxy.cli.watch import render
 from edge_proxy.ops.daemon import Daemon
 from tests.builders import make_config
-from tests.integration.console.conftest import console_tree, poll_until
+from tests.integration.console.conftest import console_tree
+from tests.integration.faults.parts import poll_until
 from tests.integration.modbus_servers import ModbusServer
 from tests.integration.support import Gateway
 
