@@ -234,7 +234,10 @@ class LinkRuntime:
     # ------------------------------------------------------------------ worker
 
     async def _work(self) -> None:
-        while True:
+        # ``not self._closing``: on Python 3.10 and 3.11 ``asyncio.wait_for`` swallows a
+        # cancellation that arrives just as the operation finishes, so close() cannot rely on
+        # the cancel alone to end the worker.
+        while not self._closing:
             job = self._pick()
             if job is None:
                 self._wakeup.clear()
