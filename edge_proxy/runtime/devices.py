@@ -119,6 +119,7 @@ class DeviceRuntime:
         #: whether the health check asks the device something (else it only keeps the link up)
         self.health_asks = health_asks_device(adapter)
         self._probe_at = 0.0  # monotonic: when an offline device's next probe is due
+        self._probe_delay = 0.0  # the backoff of the last probe let through (take_probe_slot)
         self._changed = False  # a state change since the health loop last looked
         self._wakeup: asyncio.Future[None] | None = None  # the health loop's pause
         self._health_task: asyncio.Task[None] | None = None
@@ -183,6 +184,9 @@ class DeviceRuntime:
         limit = self.link.config.offline_after if self.link else 3
         if self.consecutive_failures >= limit:
             self._fire("failed_out", f"{message} (x{self.consecutive_failures})")
+        if self.state == "offline" and not self.health_asks and self._probe_delay:
+            # a command let through as the probe failed: the next one a backoff after this
+            self._probe_at = time.monotonic() + self._probe_delay
 
     def take_probe_slot(self) -> bool:
         """Whether a command may go to this offline device now, as its probe.
@@ -195,7 +199,10 @@ class DeviceRuntime:
         now = time.monotonic()
         if now < self._probe_at:
             return False
-        self._probe_at = now + self.probe_backoff.next_delay()
+        # the interval runs from the END of this probe (record_failure sets it again then);
+        # until then no other command goes through, for as long as one transaction can take
+        self._probe_delay = self.probe_backoff.next_delay()
+        self._probe_at = now + self.max_transaction + self._probe_delay
         return True
 
     def count_reconnect(self) -> None:
