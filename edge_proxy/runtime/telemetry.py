@@ -251,13 +251,8 @@ class LinkCollector:
     async def _read_part(
         self, gs: GroupState, part: list[str], stamp: list[float]
     ) -> tuple[dict[str, Any], set[str]]:
-        async def read(adapter: Device, names: list[str] = part) -> dict[str, Any]:
-            out = await adapter.read(names)
-            stamp[0] = time.time()
-            return out
-
         try:
-            return await self.link.run(gs.device, BACKGROUND, read), set()
+            return await self.link.run(gs.device, BACKGROUND, read_job(part, stamp)), set()
         except DeviceException:
             stamp[0] = time.time()  # an exception reply is an answer too
             if len(part) == 1:
@@ -267,7 +262,7 @@ class LinkCollector:
         refused: set[str] = set()
         for name in part:
             try:
-                got.update(await self.link.run(gs.device, BACKGROUND, read_one(name, stamp)))
+                got.update(await self.link.run(gs.device, BACKGROUND, read_job([name], stamp)))
             except DeviceException:
                 refused.add(name)
         self._remember_split(gs, part, [n for n in part if n not in refused], refused)
@@ -295,11 +290,11 @@ class LinkCollector:
         )
 
 
-def read_one(name: str, stamp: list[float]) -> Callable[[Device], Any]:
-    """A job that reads one point and stamps the reply time."""
+def read_job(names: list[str], stamp: list[float]) -> Callable[[Device], Any]:
+    """A job that reads ``names`` and stamps the time the reply arrived in ``stamp[0]``."""
 
     async def job(adapter: Device) -> dict[str, Any]:
-        out = await adapter.read([name])
+        out = await adapter.read(names)
         stamp[0] = time.time()
         return out
 
