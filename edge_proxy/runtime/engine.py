@@ -236,9 +236,7 @@ class Engine:
                 log.exception("spool: cannot record the command", extra={"request_ref": ref})
         self.emit(ack)
         cs.deadline_handle = loop.call_at(ctx.deadline or 0.0, self.abort, cs, "timeout")
-        cs.task = asyncio.create_task(
-            self.executor.run(cs, plan, self._finish), name=f"command:{ref}"
-        )
+        self.executor.start(cs, plan, self._finish)
 
     def _duplicate(self, ref: str, req: protocol.CommandRequest) -> bool:
         cs = self.running.get(ref)
@@ -388,12 +386,12 @@ class Engine:
     async def drain(self, grace: float) -> None:
         """Stop accepting; wait up to ``grace`` for running commands, then fail the rest."""
         self.accepting = False
-        tasks = [cs.task for cs in self.running.values() if cs.task is not None]
+        tasks = [w for cs in self.running.values() for w in self.executor.waitables(cs)]
         if tasks:
             log.info("waiting up to %.1fs for %d command(s)", grace, len(tasks))
             await asyncio.wait(tasks, timeout=grace)
         for cs in list(self.running.values()):
             self.abort(cs, "edge shutting down")
-        rest = [cs.task for cs in self.running.values() if cs.task is not None]
+        rest = [w for cs in self.running.values() for w in self.executor.waitables(cs)]
         if rest:
             await asyncio.wait(rest, timeout=max(1.0, grace))

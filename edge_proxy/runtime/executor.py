@@ -18,8 +18,15 @@ from typing import Any
 
 from edge_proxy.core.plan import Plan, Step
 from edge_proxy.drivers import Device, OperationContext
-from edge_proxy.errors import DeviceException, DeviceOffline, OperationAborted, error_body
+from edge_proxy.errors import (
+    DeviceException,
+    DeviceOffline,
+    EdgeProxyError,
+    OperationAborted,
+    error_body,
+)
 from edge_proxy.runtime.devices import PRIORITY_LEVELS, DeviceRuntime, Job, LinkRuntime
+from edge_proxy.runtime.links import JobFn
 from edge_proxy.wire.messages import CommandRequest
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,20 @@ async def read_split(adapter: Device, points: list[str]) -> dict[str, Any]:
     return out
 
 
+def _operation(step: Step) -> JobFn:
+    """The link job of one device step."""
+
+    async def op(adapter: Device) -> Any:
+        if step.kind == "read":
+            return await read_split(adapter, step.points)
+        if step.kind == "write":
+            await adapter.write(step.values)
+            return {"values": dict(step.values)}
+        return {"values": await adapter.execute(step.command or "", step.params)}
+
+    return op
+
+
 class Executor:
     """Runs plans on the devices' links."""
 
@@ -111,16 +132,7 @@ class Executor:
         if dev.link is None or dev.state == "disabled":
             raise DeviceOffline(f"device {dev.id} is disabled")
         level = PRIORITY_LEVELS[cs.request.priority]
-
-        async def op(adapter: Device) -> Any:
-            if step.kind == "read":
-                return await read_split(adapter, step.points)
-            if step.kind == "write":
-                await adapter.write(step.values)
-                return {"values": dict(step.values)}
-            return {"values": await adapter.execute(step.command or "", step.params)}
-
-        job = dev.link.submit(dev, level, op, cs.ctx)
+        job = dev.link.submit(dev, level, _operation(step), cs.ctx)
         cs.jobs.add(job)
         try:
             out = await job.future
@@ -170,6 +182,75 @@ class Executor:
             if report:
                 self.progress(cs, i + 1, len(steps), step.label, step.device_id)
         return status, results, values, first_error
+
+    def start(self, cs: CommandState, plan: Plan, finish: Finish) -> None:
+        """Start a plan; ``finish`` gets its outcome, as :meth:`run` gives it.
+
+        A command of one device step (a SIMPLE read, write or execute) is one link job whose
+        completion finishes the command: no task, no extra turn of the event loop. Anything
+        else runs :meth:`run` in a task of its own.
+        """
+        steps = plan.steps
+        if (
+            plan.batch is None
+            and len(steps) == 1
+            and steps[0].kind != "delay"
+            and cs.request.command_type != "COMPLEX"
+            and cs.ctx.reason is None
+        ):
+            step = steps[0]
+            dev = self.devices[step.device_id]
+            if dev.link is not None and dev.state != "disabled":
+                level = PRIORITY_LEVELS[cs.request.priority]
+                try:
+                    job = dev.link.submit(dev, level, _operation(step), cs.ctx)
+                except EdgeProxyError:
+                    pass  # the task below meets the same refusal and reports it
+                else:
+                    job.on_done = lambda done: self._single_done(cs, step, done, finish)
+                    cs.jobs.add(job)
+                    return
+        cs.task = asyncio.create_task(
+            self.run(cs, plan, finish), name=f"command:{cs.request.request_ref}"
+        )
+
+    def _single_done(self, cs: CommandState, step: Step, job: Job, finish: Finish) -> None:
+        """The outcome of a one-step command's job, exactly as :meth:`run` would give it."""
+        cs.jobs.discard(job)
+        status, result, error = "failed", None, None
+        steps_done: list[dict[str, Any]] = []
+        exc = OperationAborted("cancelled") if job.future.cancelled() else job.future.exception()
+        if exc is None:
+            out = job.future.result()
+            if step.kind == "write" and self.on_written is not None:
+                self.on_written(step.device_id, list(step.values))
+            if out and out.get("errors"):
+                status, result = "partial", out
+            else:
+                status, result = "completed", {"values": dict((out or {}).get("values") or {})}
+        elif not isinstance(exc, OperationAborted):
+            error = error_body(exc)
+            steps_done.append(
+                {
+                    "index": 0,
+                    "step": step.label,
+                    "deviceId": step.device_id,
+                    "status": "failed",
+                    "error": error,
+                }
+            )
+        reason = cs.ctx.reason
+        if reason is not None:
+            status, error = self._aborted_status(reason)
+            if result is None and steps_done:
+                result = {"steps": steps_done}
+        finish(cs, status, result, error)
+
+    def waitables(self, cs: CommandState) -> list[asyncio.Future[Any]]:
+        """What finishes when ``cs`` does: its task, or its one link job."""
+        if cs.task is not None:
+            return [cs.task]
+        return [job.future for job in cs.jobs]
 
     async def run(self, cs: CommandState, plan: Plan, finish: Finish) -> None:
         """Run a plan to its end; ``finish`` gets the terminal status, result and error."""

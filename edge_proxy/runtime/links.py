@@ -113,6 +113,27 @@ class Job:
     started: bool = False
     #: whether the job's success is an answer from the device (False: it only opened the link)
     answers: bool = True
+    #: called once, synchronously, when the job's future is settled (a SIMPLE command's finish)
+    on_done: Callable[[Job], None] | None = None
+
+    def settle(self, result: Any = None, exc: BaseException | None = None) -> None:
+        """Give the job its outcome (once), then tell ``on_done``; never raises."""
+        if self.future.done():
+            return
+        if exc is not None:
+            self.future.set_exception(exc)
+            if self.on_done is not None:
+                self.future.exception()  # the callback reads it; keep asyncio from warning
+        else:
+            self.future.set_result(result)
+        callback, self.on_done = self.on_done, None
+        if callback is not None:
+            try:
+                callback(self)
+            except Exception:  # a bug in a callback must not take the link's worker down
+                log.exception(
+                    "link job completion failed", extra={"request_ref": self.ctx.request_ref}
+                )
 
 
 class LinkRuntime:
@@ -202,7 +223,7 @@ class LinkRuntime:
         except ValueError:
             return False
         self._dequeued(job)
-        job.future.set_exception(OperationAborted(job.ctx.reason or "cancelled"))
+        job.settle(exc=OperationAborted(job.ctx.reason or "cancelled"))
         job.future.exception()  # the engine reads ctx.reason; keep asyncio from warning
         return True
 
@@ -251,15 +272,12 @@ class LinkRuntime:
             try:
                 result = await self._execute(job)
             except asyncio.CancelledError:
-                if not job.future.done():
-                    job.future.set_exception(DeviceOffline(f"link {self.name} stopped"))
+                job.settle(exc=DeviceOffline(f"link {self.name} stopped"))
                 raise
             except BaseException as exc:  # every failure belongs to the job, not the worker
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                job.settle(exc=exc)
             else:
-                if not job.future.done():
-                    job.future.set_result(result)
+                job.settle(result)
             finally:
                 self.current = None
             if self.config.turnaround > 0:
@@ -373,7 +391,7 @@ class LinkRuntime:
                 job = queue.popleft()
                 self._dequeued(job)
                 if not job.future.done():
-                    job.future.set_exception(DeviceOffline(f"link {self.name} stopped"))
+                    job.settle(exc=DeviceOffline(f"link {self.name} stopped"))
                     job.future.exception()
         try:
             await self.link.close()

@@ -94,6 +94,9 @@ class Outbox:
         self._durable_event = asyncio.Event()
         #: called with the spool id of a spooled message once it is confirmed (or dropped)
         self.on_done: Callable[[int], None] | None = None
+        #: called after each put: a live session writes what may be sent at once (else the
+        #: sender task is woken)
+        self.on_put: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ producers
 
@@ -157,6 +160,10 @@ class Outbox:
         self.count += 1
         self.bytes += size
         self._empty.clear()
+        if self.on_put is not None:
+            self.on_put()
+            if self._head() is None:
+                return  # written already: no need to wake the sender
         self._ready.set()
 
     def _over(self, entry: Entry) -> bool:

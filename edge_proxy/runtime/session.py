@@ -17,16 +17,19 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 
 from edge_proxy.config import GatewayConfig
 from edge_proxy.core.backoff import Backoff
 from edge_proxy.runtime.outage import OutageLog
-from edge_proxy.runtime.outbox import Outbox
+from edge_proxy.runtime.outbox import Entry, Outbox
 from edge_proxy.wire import messages as protocol
 
 log = logging.getLogger(__name__)
 
 CONFIRM_EVERY = 0.1  # at most one confirmation ping per this many seconds
+FLUSH_MESSAGES = 256  # at most this many messages ...
+FLUSH_BYTES = 256 * 1024  # ... or bytes in one write (the rest goes when the buffer drains)
 
 
 def build_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
@@ -62,6 +65,16 @@ class OneWriteConnection(ClientConnection):
         if len(data) != len(chunks):  # an empty chunk is the end of the stream
             self.protocol.writes.append(b"")  # let the library close as it does
             super().send_data()
+
+
+def _writable(ws: ClientConnection) -> bool:
+    """Whether a frame can go to the transport now without waiting: open, not paused."""
+    return (
+        ws.protocol.state is State.OPEN
+        and ws.send_in_progress is None
+        and not ws.paused
+        and not ws.transport.is_closing()
+    )
 
 
 class RegistrationRejected(Exception):
@@ -174,6 +187,7 @@ class Session:
                 "gateway: connected and REGISTER sent (%d devices)",
                 len(register["clientInfo"]["devices"]),
             )
+            self.outbox.on_put = lambda: self._flush(ws)
             tasks = [
                 asyncio.create_task(self._reader(ws), name="gateway-reader"),
                 asyncio.create_task(self._sender(ws), name="gateway-sender"),
@@ -183,6 +197,7 @@ class Session:
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                self.outbox.on_put = None
                 for task in tasks:
                     task.cancel()
                 for task in tasks:
@@ -220,12 +235,51 @@ class Session:
         return msg.type == "ERROR" and msg.request_ref is None
 
     async def _sender(self, ws: ClientConnection) -> None:
+        """Write what the outbox holds whenever :meth:`_flush` could not (write buffer full)."""
         while True:
             entry = await self.outbox.next()
-            await ws.send(entry.text)
-            self.outbox.written(entry)
-            self.messages_out[entry.mtype] += 1
-            self._written.set()
+            if _writable(ws):
+                self._write(ws, [entry, *self._takeable()])
+            else:  # the library's own path: it waits for the buffer to drain, or raises
+                await ws.send(entry.text)
+                self._sent(entry)
+
+    def _flush(self, ws: ClientConnection) -> None:
+        """Write what may be sent now, in one write, from the caller (``Outbox.put``)."""
+        if _writable(ws):
+            entries = self._takeable()
+            if entries:
+                self._write(ws, entries)
+
+    def _takeable(self) -> list[Entry]:
+        entries: list[Entry] = []
+        size = 0
+        while len(entries) < FLUSH_MESSAGES and size < FLUSH_BYTES:
+            entry = self.outbox.take()
+            if entry is None:
+                break
+            entries.append(entry)
+            size += entry.size
+        return entries
+
+    def _write(self, ws: ClientConnection, entries: list[Entry]) -> None:
+        """Frame ``entries`` and hand them to the transport in one write."""
+        try:
+            for entry in entries:
+                ws.protocol.send_text(entry.text.encode())
+            ws.send_data()
+        except Exception:
+            # the entries are taken: closing the connection sends them again on the next one
+            log.exception("gateway: write failed; closing the connection")
+            ws.transport.abort()
+            return
+        for entry in entries:
+            self._sent(entry)
+
+    def _sent(self, entry: Entry) -> None:
+        self.outbox.written(entry)
+        self.messages_out[entry.mtype] += 1
+        self._written.set()
 
     async def _confirmer(self, ws: ClientConnection) -> None:
         """Ping after writes; a pong proves the Gateway read everything written before it."""
