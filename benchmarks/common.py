@@ -423,6 +423,8 @@ class Edge:
         self.log = workdir / "edge.log"
         self.clock = profile  # None, "wall" or "cpu"
         self.stats = workdir / "edge.pstats" if profile else None
+        #: where to keep the raw profile as well (``--profile-save``)
+        self.save_to: str | None = None
         self.config.write_text(yaml.safe_dump(tree))
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -475,6 +477,9 @@ class Edge:
         if not self.stats.exists():
             print("\nno profile was written (the daemon did not exit cleanly)")
             return
+        if self.save_to:
+            shutil.copyfile(self.stats, self.save_to)
+            print(f"\nraw profile kept in {self.save_to} (python -m pstats {self.save_to})")
         for key in ("cumulative", "tottime"):
             print(f"\n=== edge-proxy process profile ({self.clock} clock): top {top} by {key} ===")
             if self.clock == "wall":
@@ -526,6 +531,7 @@ class Bench:
         tree["gateway"]["url"] = self.gateway.url
         clock = self.args.profile_clock if self.args.profile else None
         self.edge = Edge(self.workdir, tree, profile=clock)
+        self.edge.save_to = getattr(self.args, "profile_save", None)
         await self.edge.start()
         assert self.edge.proc is not None
         joined = asyncio.ensure_future(self.gateway.wait_peer("edge", timeout=60))
@@ -594,6 +600,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
         choices=["wall", "cpu"],
         default="wall",
         help="what --profile counts: wall time (python -m cProfile) or the process's CPU time",
+    )
+    p.add_argument(
+        "--profile-save", metavar="FILE", help="also keep the raw profile (pstats) in FILE"
     )
     p.add_argument("--smoke", action="store_true", help="tiny counts, a few seconds (for CI)")
     p.add_argument("--time-limit", type=float, default=600.0, help="give up after seconds")
