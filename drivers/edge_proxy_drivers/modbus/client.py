@@ -71,6 +71,9 @@ MAX_BITS = 2000
 #: Default of the ``max_gap`` link key.
 DEFAULT_GAP = 8
 
+#: ``asyncio.timeout`` (Python 3.11+): a request awaited in the caller's task, without a task
+_timeout: Callable[[float], Any] | None = getattr(asyncio, "timeout", None)
+
 #: One request/response given the connected client.
 Call = Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
 
@@ -255,6 +258,9 @@ class ModbusLink(Link):
             # request, and a request sent right behind it would be read as part of it.
             self._hold_until = asyncio.get_running_loop().time() + self.broadcast_turnaround
             return None
+        if _timeout is not None:
+            return await self._transact(client, lost, unit, call, what, _timeout)
+        # Python 3.10: the request in a task of its own, raced against the connection's loss
         task: asyncio.Future[ModbusPDU] = asyncio.ensure_future(call(client))
         waiting: set[asyncio.Future[Any]] = {task, lost}
         try:
@@ -269,23 +275,74 @@ class ModbusLink(Link):
         if task in done:
             try:
                 return task.result()
-            except ModbusIOException as exc:
-                if not client.connected:
-                    raise LinkIOError(
-                        f"connection to {self.describe()} lost during {what}"
-                    ) from exc
-                if "No response" in str(exc):  # pymodbus' own timeout (a backstop only)
-                    self._mark_dirty(unit)
-                    raise DeviceTimeout(f"{what}: no answer within {self.timeout:g}s") from exc
-                raise LinkIOError(f"{self.describe()}: {what}: {exc}") from exc
-            except (ConnectionException, OSError) as exc:
-                raise LinkIOError(f"{self.describe()}: {what}: {exc}") from exc
-            except ModbusException as exc:
-                raise DeviceError(f"{what}: {exc}") from exc
+            except Exception as exc:
+                err = self._failure(client, lost, unit, what, exc)
+                if err is exc:
+                    raise
+                raise err from exc
         if lost in done or not client.connected:
             raise LinkIOError(f"connection to {self.describe()} lost during {what}")
         self._mark_dirty(unit)
         raise DeviceTimeout(f"{what}: no answer within {self.timeout:g}s")
+
+    async def _transact(
+        self,
+        client: ModbusBaseClient,
+        lost: asyncio.Future[None],
+        unit: int,
+        call: Call,
+        what: str,
+        timeout: Callable[[float], Any],
+    ) -> ModbusPDU:
+        """One request awaited in the caller's own task, under our timeout.
+
+        The loss of the connection fails pymodbus' pending reply at once (pymodbus itself would
+        leave it to its timeout), so no task or race of futures is needed per request.
+        """
+
+        def on_lost(_: asyncio.Future[None]) -> None:
+            pending = getattr(client.ctx, "response_future", None)
+            if pending is not None and not pending.done():
+                pending.set_exception(ConnectionException("connection lost"))
+
+        lost.add_done_callback(on_lost)
+        try:
+            async with timeout(self.timeout):
+                return await call(client)
+        except TimeoutError as exc:  # ours: pymodbus dropped its reply future on the cancel
+            if lost.done() or not client.connected:
+                raise LinkIOError(f"connection to {self.describe()} lost during {what}") from exc
+            self._mark_dirty(unit)
+            raise DeviceTimeout(f"{what}: no answer within {self.timeout:g}s") from exc
+        except Exception as exc:
+            err = self._failure(client, lost, unit, what, exc)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            lost.remove_done_callback(on_lost)
+
+    def _failure(
+        self,
+        client: ModbusBaseClient,
+        lost: asyncio.Future[None],
+        unit: int,
+        what: str,
+        exc: Exception,
+    ) -> Exception:
+        """What a failed pymodbus request means, in the exceptions of edge_proxy.errors."""
+        if lost.done() or not client.connected:
+            return LinkIOError(f"connection to {self.describe()} lost during {what}")
+        if isinstance(exc, ModbusIOException):
+            if "No response" in str(exc):  # pymodbus' own timeout (a backstop only)
+                self._mark_dirty(unit)
+                return DeviceTimeout(f"{what}: no answer within {self.timeout:g}s")
+            return LinkIOError(f"{self.describe()}: {what}: {exc}")
+        if isinstance(exc, (ConnectionException, OSError)):
+            return LinkIOError(f"{self.describe()}: {what}: {exc}")
+        if isinstance(exc, ModbusException):
+            return DeviceError(f"{what}: {exc}")
+        return exc
 
     def reply_mismatch(self, unit: int, what: str, detail: str) -> DeviceError:
         """The error for a reply that does not answer the request (its own may still come)."""
