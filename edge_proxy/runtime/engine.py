@@ -386,12 +386,20 @@ class Engine:
     async def drain(self, grace: float) -> None:
         """Stop accepting; wait up to ``grace`` for running commands, then fail the rest."""
         self.accepting = False
-        tasks = [w for cs in self.running.values() for w in self.executor.waitables(cs)]
-        if tasks:
-            log.info("waiting up to %.1fs for %d command(s)", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
+        if self.running:
+            log.info("waiting up to %.1fs for %d command(s)", grace, len(self.running))
+        await self._wait_running(grace)
         for cs in list(self.running.values()):
             self.abort(cs, "edge shutting down")
-        rest = [w for cs in self.running.values() for w in self.executor.waitables(cs)]
-        if rest:
-            await asyncio.wait(rest, timeout=max(1.0, grace))
+        await self._wait_running(max(1.0, grace))
+
+    async def _wait_running(self, seconds: float) -> None:
+        """Wait up to ``seconds`` until no command runs (a batch moves from job to job)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.running:
+            waitables = [w for cs in self.running.values() for w in self.executor.waitables(cs)]
+            left = deadline - loop.time()
+            if not waitables or left <= 0:
+                return
+            await asyncio.wait(waitables, timeout=left)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,6 +190,9 @@ class Executor:
         completion finishes the command: no task, no extra turn of the event loop. Anything
         else runs :meth:`run` in a task of its own.
         """
+        if plan.batch is not None and cs.ctx.reason is None and _BatchChains.fits(self, plan.batch):
+            _BatchChains(self, cs, plan.batch, finish).start()
+            return
         steps = plan.steps
         if (
             plan.batch is None
@@ -214,22 +217,38 @@ class Executor:
             self.run(cs, plan, finish), name=f"command:{cs.request.request_ref}"
         )
 
-    def _single_done(self, cs: CommandState, step: Step, job: Job, finish: Finish) -> None:
-        """The outcome of a one-step command's job, exactly as :meth:`run` would give it."""
+    def job_outcome(
+        self, cs: CommandState, step: Step, job: Job
+    ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+        """(status, result, error) of one finished step job; status "aborted" if it was stopped.
+
+        As :meth:`_run_steps` gives them: a read with refused points is ``partial`` with the
+        read's ``values`` and ``errors``; a write that went through is told to ``on_written``.
+        """
         cs.jobs.discard(job)
-        status, result, error = "failed", None, None
-        steps_done: list[dict[str, Any]] = []
         exc = OperationAborted("cancelled") if job.future.cancelled() else job.future.exception()
         if exc is None:
             out = job.future.result()
             if step.kind == "write" and self.on_written is not None:
                 self.on_written(step.device_id, list(step.values))
             if out and out.get("errors"):
-                status, result = "partial", out
-            else:
-                status, result = "completed", {"values": dict((out or {}).get("values") or {})}
-        elif not isinstance(exc, OperationAborted):
-            error = error_body(exc)
+                return "partial", out, None
+            return "completed", {"values": dict((out or {}).get("values") or {})}, None
+        if isinstance(exc, OperationAborted):
+            return "aborted", None, None
+        return "failed", None, error_body(exc)
+
+    def _single_done(self, cs: CommandState, step: Step, job: Job, finish: Finish) -> None:
+        """The outcome of a one-step command's job, exactly as :meth:`run` would give it."""
+        try:
+            status, result, error = self.job_outcome(cs, step, job)
+        except Exception as exc:
+            log.exception("command crashed", extra={"request_ref": cs.request.request_ref})
+            status, result, error = "failed", None, {"code": "INTERNAL_ERROR", "message": str(exc)}
+        steps_done: list[dict[str, Any]] = []
+        if status == "aborted":
+            status = "failed"
+        elif status == "failed" and error is not None:
             steps_done.append(
                 {
                     "index": 0,
@@ -327,8 +346,11 @@ class Executor:
 
         async def run_target(dev_id: str) -> None:
             steps = plans[dev_id]
+            done: list[dict[str, Any]] = []
             try:
-                status, _, values, exc = await self._run_steps(cs, steps, report=False)
+                status, _, values, exc = await self._run_steps(
+                    cs, steps, report=False, results=done
+                )
             except OperationAborted:
                 return
             entry: dict[str, Any] = {"status": status}
@@ -336,6 +358,8 @@ class Executor:
                 entry["result"] = {"values": values}
             elif exc is not None:
                 entry["error"] = error_body(exc)
+            elif status == "partial":  # a read of which some points were refused
+                entry["result"] = {"values": values, "errors": _errors(done)}
             results[dev_id] = entry
             self.progress(cs, len(results), total, f"{dev_id}: {status}", dev_id)
 
@@ -347,10 +371,131 @@ class Executor:
                 await run_target(dev_id)
 
         await asyncio.gather(*(run_group(ids) for ids in by_link.values()))
-        ok = sum(1 for r in results.values() if r["status"] == "completed")
-        failed = len(results) - ok
-        summary = {"total": total, "succeeded": ok, "failed": failed}
-        if len(results) < total:
-            summary["notRun"] = total - len(results)
-        status = "completed" if ok == total else ("failed" if ok == 0 else "partial")
-        return status, {"summary": summary, "results": results}
+        return batch_outcome(results, total)
+
+
+def _errors(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The refused points of a target's steps (the ``errors`` of its partial reads)."""
+    errors: dict[str, Any] = {}
+    for entry in steps:
+        errors.update((entry.get("result") or {}).get("errors") or {})
+    return errors
+
+
+def batch_outcome(results: dict[str, dict[str, Any]], total: int) -> tuple[str, dict[str, Any]]:
+    """A BATCH's status and result from its targets' entries."""
+    ok = sum(1 for r in results.values() if r["status"] == "completed")
+    partial = sum(1 for r in results.values() if r["status"] == "partial")
+    failed = len(results) - ok - partial
+    summary = {"total": total, "succeeded": ok, "failed": failed}
+    if partial:  # targets that read some of their points (the rest in their result.errors)
+        summary["partial"] = partial
+    if len(results) < total:
+        summary["notRun"] = total - len(results)
+    status = "completed" if ok == total else "failed" if ok + partial == 0 else "partial"
+    return status, {"summary": summary, "results": results}
+
+
+class _BatchChains:
+    """A BATCH of one step per target, run without a task: a chain of link jobs per link.
+
+    Each job's completion (in the link worker, see ``Job.on_done``) records its target and
+    submits the link's next target, so the worker goes straight on to it; the last chain to end
+    finishes the command. Outcomes are those of :meth:`Executor._run_batch`.
+    """
+
+    def __init__(
+        self, executor: Executor, cs: CommandState, plans: dict[str, list[Step]], finish: Finish
+    ) -> None:
+        self.executor = executor
+        self.cs = cs
+        self.finish = finish
+        self.total = len(plans)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.level = PRIORITY_LEVELS[cs.request.priority]
+        self.chains: dict[LinkRuntime, Iterator[tuple[str, Step]]] = {}
+        by_link: dict[LinkRuntime, list[tuple[str, Step]]] = {}
+        for dev_id, steps in plans.items():
+            link = executor.devices[dev_id].link
+            assert link is not None  # fits() checked
+            by_link.setdefault(link, []).append((dev_id, steps[0]))
+        self.chains = {link: iter(items) for link, items in by_link.items()}
+        self.open = len(self.chains)
+        self.ended = False
+
+    @staticmethod
+    def fits(executor: Executor, plans: dict[str, list[Step]]) -> bool:
+        """Whether every target is one device step on a link (else the task path runs it)."""
+        return all(
+            len(steps) == 1
+            and steps[0].kind != "delay"
+            and executor.devices[dev_id].link is not None
+            for dev_id, steps in plans.items()
+        )
+
+    def start(self) -> None:
+        """Submit the first target of every link."""
+        for link in list(self.chains):
+            self._next(link)
+
+    def _next(self, link: LinkRuntime) -> None:
+        cs = self.cs
+        for dev_id, step in self.chains[link]:
+            if cs.ctx.reason is not None:
+                break
+            dev = self.executor.devices[dev_id]
+            try:
+                if dev.state == "disabled":
+                    raise DeviceOffline(f"device {dev.id} is disabled")
+                job = link.submit(dev, self.level, _operation(step), cs.ctx)
+            except EdgeProxyError as exc:
+                self._record(dev_id, "failed", None, error_body(exc))
+                continue
+            job.on_done = lambda done, link=link, dev_id=dev_id, step=step: self._done(
+                link, dev_id, step, done
+            )
+            cs.jobs.add(job)
+            return
+        self.open -= 1
+        if self.open == 0:
+            self._end()
+
+    def _done(self, link: LinkRuntime, dev_id: str, step: Step, job: Job) -> None:
+        try:
+            status, result, error = self.executor.job_outcome(self.cs, step, job)
+            if status != "aborted":
+                self._record(dev_id, status, result, error)
+        except Exception as exc:
+            log.exception(
+                "batch target crashed", extra={"request_ref": self.cs.request.request_ref}
+            )
+            self._record(dev_id, "failed", None, {"code": "INTERNAL_ERROR", "message": str(exc)})
+        self._next(link)
+
+    def _record(
+        self,
+        dev_id: str,
+        status: str,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+    ) -> None:
+        entry: dict[str, Any] = {"status": status}
+        if result is not None:
+            entry["result"] = result
+        if error is not None:
+            entry["error"] = error
+        self.results[dev_id] = entry
+        self.executor.progress(
+            self.cs, len(self.results), self.total, f"{dev_id}: {status}", dev_id
+        )
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        status, result = batch_outcome(self.results, self.total)
+        error = Executor._batch_error(result) if status == "failed" else None
+        reason = self.cs.ctx.reason
+        if reason is not None:
+            status, error = Executor._aborted_status(reason)
+        self.finish(self.cs, status, result, error)

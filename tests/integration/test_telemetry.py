@@ -313,3 +313,30 @@ async def test_metrics_count_cycles_values_and_cycle_times_per_group(
     assert metric(text, "edge_telemetry_skipped_total", group="fast") == 0
     assert metric(text, "edge_telemetry_cycle_seconds_count", group="slow") >= 3
     assert "edge_telemetry_dropped_total" in text
+
+
+async def test_a_batch_read_keeps_each_targets_readable_points_and_names_the_refused_ones(
+    gateway: Gateway, edge_factory: EdgeFactory
+) -> None:
+    srv = ModbusServer((1, 2))
+    await srv.start()
+    try:
+        links = {"m": tcp_link(srv.port)}
+        devices = [{"id": "m1", "link": "m", "unit": 1}, {"id": "m2", "link": "m", "unit": 2}]
+        groups = [{"interval": "10s", "points": ["a"]}]
+        await edge_factory(make_config(tree(gateway, links, devices, groups)))
+        await gateway.wait(lambda f: f["type"] == "telemetry", timeout=5)
+        await srv.set(1, "holding", 10, [4])
+        await srv.set(2, "holding", 10, [5])
+        params = {"targets": "m1,m2", "points": ["a", "beyond"]}
+        await gateway.send(command("b", "m1", op="read", params=params, ctype="BATCH"))
+        term = await gateway.terminal("b")
+        assert term["status"] == "partial", term
+        assert term["result"]["summary"] == {"total": 2, "succeeded": 0, "failed": 0, "partial": 2}
+        results = term["result"]["results"]
+        for dev, value in (("m1", 4), ("m2", 5)):
+            assert results[dev]["status"] == "partial", results
+            assert results[dev]["result"]["values"] == {"a": value}
+            assert results[dev]["result"]["errors"]["beyond"]["code"] == "DEVICE_EXCEPTION"
+    finally:
+        await srv.stop()
