@@ -24,6 +24,9 @@ from edge_proxy.errors import DeviceException
 class SimulatedLink(Link):
     """A link that is always there."""
 
+    #: Every operation takes the link's ``latency`` and no more.
+    self_timed: ClassVar[bool] = True
+
     def __init__(self, name: str, config: LinkConfig) -> None:
         super().__init__(name, config)
         self._open = False

@@ -77,6 +77,11 @@ def checkpoint() -> None:
 class Link(ABC):
     """One physical connection, shared by the devices configured on it."""
 
+    #: Whether every operation on this link ends by itself within the link's timeouts (each
+    #: request timed by the driver). The core then sets no last-resort guard timer around each
+    #: operation; leave it False unless every wait in the driver is bounded.
+    self_timed: ClassVar[bool] = False
+
     def __init__(self, name: str, config: LinkConfig) -> None:
         self.name = name
         self.config = config

@@ -331,13 +331,16 @@ class LinkRuntime:
         assert device.adapter is not None
         set_current_operation(job.ctx)
         started = time.monotonic()
-        # A last-resort guard for drivers that never return: the driver's own per-transaction
-        # timeouts should always fire first.
-        guard = device.max_transaction * 4 + 5.0
-        if job.ctx.deadline is not None:
-            guard += max(0.0, job.ctx.deadline - asyncio.get_running_loop().time())
         try:
-            result = await _guarded(job.fn(device.adapter), guard)
+            if self.link.self_timed:
+                result = await job.fn(device.adapter)
+            else:
+                # A last-resort guard for drivers that never return: the driver's own
+                # per-transaction timeouts should always fire first.
+                guard = device.max_transaction * 4 + 5.0
+                if job.ctx.deadline is not None:
+                    guard += max(0.0, job.ctx.deadline - asyncio.get_running_loop().time())
+                result = await _guarded(job.fn(device.adapter), guard)
         except OperationAborted:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:

@@ -83,6 +83,8 @@ class ModbusLink(Link):
 
     #: How frames are delimited on this link.
     framer: ClassVar[FramerType] = framer_for("modbus-tcp")
+    #: Every request runs under the link's timeout, every pause is bounded (see transaction).
+    self_timed: ClassVar[bool] = True
 
     def __init__(self, name: str, config: LinkConfig) -> None:
         super().__init__(name, config)
