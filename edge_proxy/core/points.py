@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias, TypeVar
 
@@ -468,3 +468,97 @@ def decode_block(
         else:
             values[name] = decode_registers(point, part)
     return values
+
+
+_Post: TypeAlias = "Callable[[int | float], int | float] | None"
+
+
+def _post(point: PointSpec, layout: _Layout) -> _Post:
+    """raw -> engineering value of a numeric point, as :func:`_scaled` does; None: the raw one."""
+    scale, offset = point.scale, point.offset
+    if scale is None and offset is None:
+        return None
+    if layout.kind == "integer" and _whole(scale) and _whole(offset):
+        mul = 1 if scale is None else int(scale)
+        add = 0 if offset is None else int(offset)
+        return lambda raw: raw * mul + add
+    return lambda raw: _scaled(point, raw)
+
+
+class BlockDecoder:
+    """Decodes the data of one read block into its points' values, as :func:`decode_block` does.
+
+    Compiled once per block (a poll reads the same blocks all day): big-endian numeric points
+    that do not overlap are unpacked with one ``struct`` format for the whole block (pad bytes
+    over the holes); register bits, strings, other byte or word orders and overlapping points
+    are decoded point by point.
+    """
+
+    __slots__ = ("_bits", "_count", "_names", "_others", "_pack", "_posts", "_struct", "block")
+
+    def __init__(self, block: ReadBlock, points: Mapping[str, PointSpec]) -> None:
+        self.block = block
+        self._count = block.count
+        self._bits: list[tuple[str, int]] = []
+        self._others: list[tuple[str, PointSpec, int, int]] = []
+        fast: list[tuple[int, str, _Layout, PointSpec]] = []
+        for name in block.names:
+            point = points[name]
+            layout = _layout(point)
+            start = point.address - block.address
+            if point.table != block.table or start < 0 or start + layout.count > block.count:
+                raise ValueError(
+                    f"{point.table} {point.address} (+{layout.count}) is outside the block "
+                    f"{block.table} {block.address} (+{block.count})"
+                )
+            if layout.kind == "bit":
+                self._bits.append((name, start))
+            elif (
+                layout.kind in ("integer", "float")
+                and point.byte_order == "big"
+                and (layout.count == 1 or point.word_order == "big")
+            ):
+                fast.append((start, name, layout, point))
+            else:
+                self._others.append((name, point, start, layout.count))
+        fmt, pos = [">"], 0
+        names: list[str] = []
+        posts: list[_Post] = []
+        for start, name, layout, point in sorted(fast, key=lambda f: f[0]):
+            if start < pos:  # overlaps the previous point: on its own
+                self._others.append((name, point, start, layout.count))
+                continue
+            if start > pos:
+                fmt.append(f"{2 * (start - pos)}x")
+            fmt.append(layout.fmt)
+            pos = start + layout.count
+            names.append(name)
+            posts.append(_post(point, layout))
+        self._names = tuple(names)
+        self._posts = tuple(posts)
+        self._struct = struct.Struct("".join(fmt))
+        self._pack = (
+            struct.Struct(f">{block.count}H").pack if block.table in REGISTER_TABLES else None
+        )
+
+    def decode(self, data: Sequence[int]) -> dict[str, Value]:
+        """The values of the block's points from the data one read of the block returned."""
+        count = self._count
+        if len(data) < count:
+            raise ValueError(f"the read returned {len(data)} value(s), fewer than {count}")
+        values: dict[str, Value] = {}
+        for name, start in self._bits:
+            values[name] = bool(data[start])
+        if self._names:
+            assert self._pack is not None
+            words = data if len(data) == count else data[:count]
+            try:
+                buf = self._pack(*words)
+            except struct.error:
+                raise ValueError(f"register values must be 0..65535, got {list(words)}") from None
+            raws = self._struct.unpack_from(buf)
+            for name, post, raw in zip(self._names, self._posts, raws, strict=True):
+                values[name] = raw if post is None else post(raw)
+        for name, point, start, width in self._others:
+            values[name] = decode_registers(point, data[start : start + width])
+        return values

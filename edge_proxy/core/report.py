@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from edge_proxy.config.profiles import PointConfig
 from edge_proxy.config.telemetry import TelemetryGroupConfig
@@ -72,6 +72,9 @@ class Report:
     quality: dict[str, str]
     snapshot: bool
     sampled_at: float
+
+
+_UNSENT: Any = object()  # a point the Gateway has not been told of
 
 
 def changed(old: Value, new: Value, deadband: float) -> bool:
@@ -138,10 +141,12 @@ class GroupReporter:
     def update(self, sample: Sample) -> Report | None:
         """Decide what this cycle sends (None: nothing)."""
         bad = frozenset(sample.bad)
-        values = {k: v for k, v in sample.values.items() if k not in bad}
-        for name, value in values.items():
-            self.latest[name] = value
-            self.latest_times[name] = sample.sampled_at
+        if bad:
+            values = {k: v for k, v in sample.values.items() if k not in bad}
+        else:
+            values = dict(sample.values)
+        self.latest.update(values)
+        self.latest_times.update(dict.fromkeys(values, sample.sampled_at))
         self.bad = bad
         forced, self._forced = self._forced, set()
         if values:
@@ -211,19 +216,40 @@ class GroupReporter:
             if name not in self._sent_bad and name not in self._pending_bad:
                 self._pending_bad.add(name)
                 touched = True
-        for name, value in values.items():
-            if name in self._pending_bad:
-                self._pending_bad.discard(name)
-                touched = True
-            if (
-                name in self._pending
-                or name in forced
-                or name in self._sent_bad
-                or name not in self._sent
-                or changed(self._sent[name], value, self._deadband.get(name, 0.0))
-            ):
-                self._pending[name] = value
-                touched = True
+        pending, sent, deadbands = self._pending, self._sent, self._deadband
+        if pending or forced or self._sent_bad or self._pending_bad:
+            for name, value in values.items():
+                if name in self._pending_bad:
+                    self._pending_bad.discard(name)
+                    touched = True
+                if (
+                    name in pending
+                    or name in forced
+                    or name in self._sent_bad
+                    or name not in sent
+                    or changed(sent[name], value, deadbands.get(name, 0.0))
+                ):
+                    pending[name] = value
+                    touched = True
+        else:  # the common cycle: nothing held back, nothing bad, only the deadbands to apply
+            for name, value in values.items():
+                old = sent.get(name, _UNSENT)
+                kind = type(value)
+                if old is _UNSENT:
+                    moved = True
+                elif type(old) is kind and (kind is int or kind is float):
+                    band = deadbands.get(name, 0.0)
+                    if band <= 0:  # any change; NaN equals NaN
+                        moved = old != value and not (
+                            kind is float and math.isnan(old) and math.isnan(value)  # type: ignore[arg-type]
+                        )
+                    else:
+                        moved = abs(value - old) > band  # type: ignore[operator]
+                else:
+                    moved = changed(old, value, deadbands.get(name, 0.0))
+                if moved:
+                    pending[name] = value
+                    touched = True
         if touched:
             self._pending_at = at
 

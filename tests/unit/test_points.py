@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from edge_proxy.core.points import (
     BIT_TABLES,
     REGISTER_TABLES,
+    BlockDecoder,
     PointSpec,
     PointSpecError,
     PointValueError,
@@ -778,3 +779,67 @@ def test_slice_block_rejects() -> None:
         slice_block(block, Point(table="input", address=10), [1, 2])
     with pytest.raises(ValueError, match="fewer than"):
         slice_block(block, pt("uint16", address=11), [1])
+
+
+# --- the compiled block decoder ----------------------------------------------------------------
+
+REGISTER_KINDS = [*NUMERIC_TYPES, "string", "bool"]
+
+
+@st.composite
+def register_points(draw: st.DrawFn) -> dict[str, Point]:
+    """Up to 12 holding points within 40 registers: every type, order, scale; holes, overlaps."""
+    points: dict[str, Point] = {}
+    for i in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(REGISTER_KINDS))
+        byte, word = draw(st.sampled_from(ORDERS))
+        extra: dict[str, object] = {}
+        if kind == "bool":
+            extra["bit"] = draw(st.integers(0, 15))
+        elif kind == "string":
+            extra["length"] = draw(st.integers(1, 4))
+        else:
+            extra["scale"] = draw(st.sampled_from([None, 1, 10, 0.1, 0.01, 2.5, -1]))
+            extra["offset"] = draw(st.sampled_from([None, 0, 5, -3.5]))
+        points[f"p{i}"] = pt(kind, byte, word, address=100 + draw(st.integers(0, 36)), **extra)
+    return points
+
+
+@NO_DB
+@given(points=register_points(), data=st.data())
+def test_block_decoder_agrees_with_decode_block(
+    points: dict[str, Point], data: st.DataObject
+) -> None:
+    for block in plan_reads(points, max_gap=draw_gap(data)):
+        words = data.draw(
+            st.lists(st.integers(0, 0xFFFF), min_size=block.count, max_size=block.count)
+        )
+        expected = decode_block(block, points, words)
+        got = BlockDecoder(block, points).decode(words)
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            if isinstance(value, float) and math.isnan(value):
+                assert isinstance(got[name], float) and math.isnan(got[name])  # type: ignore[arg-type]
+            else:
+                assert got[name] == value and type(got[name]) is type(value), name
+
+
+def draw_gap(data: st.DataObject) -> int:
+    return data.draw(st.sampled_from([0, 8, 40]))
+
+
+def test_block_decoder_bits_and_bad_data() -> None:
+    points = {"x": coil(3), "y": coil(5)}
+    (block,) = plan_reads(points)
+    bits = [1, 0, 1, 0, 0, 0, 0, 0]  # a read of 3 padded to 8
+    assert BlockDecoder(block, points).decode(bits) == {"x": True, "y": True}
+    regs = {"a": pt("uint16", address=10), "b": pt("int32", address=12, scale=0.5)}
+    (block,) = plan_reads(regs)
+    decoder = BlockDecoder(block, regs)
+    assert decoder.decode([7, 0, 0xFFFF, 0xFFFE]) == {"a": 7, "b": -1.0}
+    with pytest.raises(ValueError, match="fewer than"):
+        decoder.decode([1, 2, 3])
+    with pytest.raises(ValueError, match=r"0\.\.65535"):
+        decoder.decode([1, 2, 3, 0x10000])
+    with pytest.raises(ValueError, match="outside the block"):
+        BlockDecoder(ReadBlock("holding", 10, 2, ("b",)), regs)

@@ -429,3 +429,25 @@ def test_a_report_is_a_copy() -> None:
 )
 def test_changed(old: Value, new: Value, deadband: float, expected: bool) -> None:
     assert changed(old, new, deadband) is expected
+
+
+@pytest.mark.parametrize("deadband", [0.0, 1.0, 5.0])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (0, 0), (0, 1), (0, 6), (0, 1.01), (0.0, -1.5), (2**63, 2**63 + 1), (1, 1.0),
+        (math.nan, math.nan), (math.nan, 1.0), (1.0, math.nan), (True, True), (True, False),
+        (1, True), ("a", "a"), ("a", "b"), ("1", 1), (2.5, 2.5),
+    ],
+)  # fmt: skip
+def test_a_cycle_reports_what_changed_says(old: Value, new: Value, deadband: float) -> None:
+    """The reporter's quick path for a plain cycle decides as :func:`changed` does."""
+    points = {"x": PointConfig(deadband=deadband) if deadband else PointConfig()}
+    rep = GroupReporter(TelemetryGroupConfig(interval=1.0, points=["x"]), points)
+    assert rep.update(sample(0, {"x": old})) is not None  # the first snapshot
+    got = rep.update(sample(1, {"x": new}))
+    if changed(old, new, deadband):
+        assert got is not None and got.snapshot is False
+        assert list(got.values) == ["x"] and got.values["x"] is new
+    else:
+        assert got is None

@@ -11,7 +11,6 @@ from pymodbus.pdu import ModbusPDU
 
 from edge_proxy.config import DeviceConfig, PointConfig, ProfileConfig
 from edge_proxy.core import points as codec
-from edge_proxy.core.points import ReadBlock
 from edge_proxy.drivers import Device, Link, current_operation
 from edge_proxy.errors import DeviceException, DeviceTimeout
 from edge_proxy_drivers.modbus.client import Call, ModbusLink
@@ -57,7 +56,7 @@ class ModbusDevice(Device):
 
     def __init__(self, link: Link, config: DeviceConfig, profile: ProfileConfig) -> None:
         super().__init__(link, config, profile)
-        self._plans: dict[tuple[str, ...], tuple[dict[str, PointConfig], list[ReadBlock]]] = {}
+        self._plans: dict[tuple[str, ...], list[codec.BlockDecoder]] = {}
 
     @property
     def health_asks_device(self) -> bool:
@@ -122,8 +121,8 @@ class ModbusDevice(Device):
         )
         return [list(block.names) for block in blocks]
 
-    def _planned(self, points: Sequence[str]) -> tuple[dict[str, PointConfig], list[ReadBlock]]:
-        """The specs and read blocks of a point list, planned once and then reused."""
+    def _planned(self, points: Sequence[str]) -> list[codec.BlockDecoder]:
+        """The read blocks of a point list with their decoders, planned once and then reused."""
         key = tuple(points)
         plan = self._plans.get(key)
         if plan is None:
@@ -134,18 +133,18 @@ class ModbusDevice(Device):
                 max_registers=self.link.max_registers,
                 max_bits=self.link.max_bits,
             )
-            plan = (specs, blocks)
+            plan = [codec.BlockDecoder(block, specs) for block in blocks]
             if len(self._plans) < PLAN_CACHE:  # the same few point lists come back all day
                 self._plans[key] = plan
         return plan
 
     async def read(self, points: Sequence[str]) -> dict[str, Any]:
         """Read the points with as few requests as the Modbus limits allow."""
-        specs, blocks = self._planned(points)
         values: dict[str, Any] = {}
-        for block in blocks:
+        for decoder in self._planned(points):
+            block = decoder.block
             data = await self.read_table(block.table, block.address, block.count)
-            values.update(codec.decode_block(block, specs, data))
+            values.update(decoder.decode(data))
         return {name: values[name] for name in points}
 
     async def _send_write(self, fc: int, what: str, call: WriteCall) -> ModbusPDU | None:
