@@ -22,6 +22,11 @@ next ``REGISTER``, with the original ``sampledAt``).
 
 A cycle that fails (timeout, I/O error, anything) never stops the collector: it is counted and
 logged once per change from working to failing.
+
+Cheap by construction: the scheduler is one timer per link whose callback starts the cycles
+that are due; a cycle of one read (the usual case: a group's points in one request) is one link
+job whose completion, in the link's worker, reports it. Only a cycle of several reads (a split
+plan, a refused merged read, a ``command`` group) runs as a task.
 """
 
 from __future__ import annotations
@@ -33,15 +38,15 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge_proxy.config import Config, TelemetryGroupConfig
 from edge_proxy.core.report import GroupReporter, Report, Sample
-from edge_proxy.drivers import Device
+from edge_proxy.drivers import Device, OperationContext
 from edge_proxy.errors import DeviceException, EdgeProxyError
-from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, LinkRuntime
+from edge_proxy.runtime.devices import BACKGROUND, DeviceRuntime, Job, LinkRuntime
 from edge_proxy.wire import framing
 from edge_proxy.wire.messages import MessageFactory, epoch_timestamp
 
@@ -96,7 +101,13 @@ class GroupState:
 
 
 class LinkCollector:
-    """The scheduler of one link: one task, a heap of poll groups by their next tick."""
+    """The scheduler of one link: a timer, a heap of poll groups by their next tick.
+
+    No task per device and none per cycle where a call will do: the timer's callback starts
+    the cycles that are due, a cycle of one read is one link job whose completion reports it;
+    only a cycle that needs several reads (a split plan, a refused merged read, a command)
+    runs as a task.
+    """
 
     def __init__(self, link: LinkRuntime, owner: Telemetry) -> None:
         self.link = link
@@ -104,13 +115,14 @@ class LinkCollector:
         self.groups: list[GroupState] = []
         self._heap: list[tuple[float, int, GroupState]] = []
         self._order = itertools.count()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
         self._cycles: set[asyncio.Task[None]] = set()
+        self._jobs: set[Job] = set()
         self.jitter: collections.deque[float] = collections.deque(maxlen=JITTER_SAMPLES)
 
     def start(self) -> None:
-        """Spread the first ticks across each interval and start the scheduler task."""
+        """Spread the first ticks across each interval and arm the timer."""
         now = asyncio.get_running_loop().time()
         by_interval: dict[float, list[GroupState]] = collections.defaultdict(list)
         for gs in self.groups:
@@ -120,45 +132,48 @@ class LinkCollector:
                 gs.start = now + interval * i / len(states)
                 gs.tick = 0
                 heapq.heappush(self._heap, (gs.due, next(self._order), gs))
-        self._task = asyncio.create_task(self._run(), name=f"telemetry:{self.link.name}")
+        self._arm()
 
     async def stop(self) -> None:
-        """Stop the scheduler and any cycle still running."""
-        tasks = [t for t in (self._task, *self._cycles) if t is not None]
+        """Stop the timer and any cycle still running."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for job in list(self._jobs):
+            self.link.discard(job)
+        tasks = list(self._cycles)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._task = None
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._heap:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            due, _, gs = self._heap[0]
-            now = loop.time()
-            if due > now:
-                self._wake.clear()
-                handle = loop.call_at(due, self._wake.set)
+    def _arm(self) -> None:
+        if self._heap and not self._stopped:
+            self._timer = asyncio.get_running_loop().call_at(self._heap[0][0], self._fire)
+
+    def _fire(self) -> None:
+        """The timer: start every cycle that is due, then arm the timer for the next tick."""
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        try:
+            while self._heap and self._heap[0][0] <= now:
+                due, _, gs = heapq.heappop(self._heap)
+                self.jitter.append(now - due)
+                # the next tick at a fixed time; ticks already past are skipped and counted
+                gs.tick += 1
+                behind = int((now - gs.due) // gs.group.interval) + 1 if gs.due <= now else 0
+                if behind:
+                    gs.skipped += behind
+                    gs.tick += behind
+                heapq.heappush(self._heap, (gs.due, next(self._order), gs))
                 try:
-                    await self._wake.wait()
-                finally:
-                    handle.cancel()
-                continue
-            heapq.heappop(self._heap)
-            self.jitter.append(now - due)
-            self._tick(gs)
-            # the next tick at a fixed time; ticks already past are skipped and counted
-            gs.tick += 1
-            behind = int((now - gs.due) // gs.group.interval) + 1 if gs.due <= now else 0
-            if behind:
-                gs.skipped += behind
-                gs.tick += behind
-            heapq.heappush(self._heap, (gs.due, next(self._order), gs))
+                    self._tick(gs)
+                except Exception:  # whatever goes wrong, the collector goes on
+                    log.exception("telemetry %s: cannot start a cycle", gs.device.id)
+        finally:
+            self._arm()
 
     def _tick(self, gs: GroupState) -> None:
         if gs.running:
@@ -170,19 +185,78 @@ class LinkCollector:
 
     def run_cycle(self, gs: GroupState) -> None:
         """Start one cycle of ``gs`` now (a tick, or a read-back after a write)."""
+        if self._stopped:
+            return
         gs.running = True
-        task = asyncio.create_task(self._cycle(gs), name=f"poll:{gs.device.id}:{gs.group.name}")
+        began = asyncio.get_running_loop().time()
+        if gs.group.command is None and len(gs.plan) == 1:
+            part, stamp = gs.plan[0], [0.0]
+            try:
+                job = self.link.submit(
+                    gs.device, BACKGROUND, read_job(part, stamp), OperationContext()
+                )
+            except Exception as exc:
+                self._cycle_done(gs, began, None, exc)
+                return
+            job.on_done = lambda done: self._read_done(gs, part, stamp, began, done)
+            self._jobs.add(job)
+            return
+        self._spawn(gs, self._cycle(gs, began))
+
+    def _spawn(self, gs: GroupState, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=f"poll:{gs.device.id}:{gs.group.name}")
         self._cycles.add(task)
         task.add_done_callback(self._cycles.discard)
 
-    async def _cycle(self, gs: GroupState) -> None:
-        loop = asyncio.get_running_loop()
-        began = loop.time()
+    def _read_done(
+        self, gs: GroupState, part: list[str], stamp: list[float], began: float, job: Job
+    ) -> None:
+        """The one read of a one-read cycle has finished (called by the link's worker)."""
+        self._jobs.discard(job)
+        if self._stopped:
+            gs.running = False
+            return
+        exc = job.future.exception()
+        if isinstance(exc, DeviceException):  # a merged read refused: split it, in a task
+            self._spawn(gs, self._cycle(gs, began, refused=(part, stamp)))
+            return
+        sample = None
+        if exc is None:
+            values = job.future.result()
+            if values:
+                sampled = stamp[0] or time.time()
+                sample = Sample(values, frozenset(), sampled, asyncio.get_running_loop().time())
+        self._cycle_done(gs, began, sample, exc)
+
+    async def _cycle(
+        self,
+        gs: GroupState,
+        began: float,
+        refused: tuple[list[str], list[float]] | None = None,
+    ) -> None:
+        sample: Sample | None = None
+        error: BaseException | None = None
         try:
-            sample = await self._read(gs)
+            if refused is not None:
+                part, stamp = refused
+                got, bad = await self._split_part(gs, part, stamp)
+                sample = self._sample(got, bad, stamp)
+            else:
+                sample = await self._read(gs)
         except asyncio.CancelledError:
+            gs.running = False
             raise
-        except Exception as exc:  # whatever goes wrong, the collector goes on
+        except Exception as exc:
+            error = exc
+        self._cycle_done(gs, began, sample, error)
+
+    def _cycle_done(
+        self, gs: GroupState, began: float, sample: Sample | None, exc: BaseException | None
+    ) -> None:
+        """Count a finished cycle and report its sample; never raises for a bad cycle."""
+        loop = asyncio.get_running_loop()
+        if exc is not None:  # whatever goes wrong, the collector goes on
+            sample = None
             gs.failures += 1
             if not gs.failing:
                 gs.failing = True
@@ -194,25 +268,22 @@ class LinkCollector:
                     gs.group.name,
                     exc,
                     extra={"device_id": gs.device.id},
-                    exc_info=not isinstance(exc, EdgeProxyError),
+                    exc_info=None if isinstance(exc, EdgeProxyError) else exc,
                 )
-            sample = None
-        else:
-            if gs.failing:
-                gs.failing = False
-                log.info(
-                    "telemetry %s/%s: cycles work again",
-                    gs.device.id,
-                    gs.group.name,
-                    extra={"device_id": gs.device.id},
-                )
-        finally:
-            gs.running = False
-            gs.cycles += 1
-            gs.last_duration = loop.time() - began
-            gs.durations.append(gs.last_duration)
-            if self.owner.on_cycle is not None:
-                self.owner.on_cycle(gs.group.name, gs.last_duration)
+        elif gs.failing:
+            gs.failing = False
+            log.info(
+                "telemetry %s/%s: cycles work again",
+                gs.device.id,
+                gs.group.name,
+                extra={"device_id": gs.device.id},
+            )
+        gs.running = False
+        gs.cycles += 1
+        gs.last_duration = loop.time() - began
+        gs.durations.append(gs.last_duration)
+        if self.owner.on_cycle is not None:
+            self.owner.on_cycle(gs.group.name, gs.last_duration)
         if sample is not None:
             gs.last_sample = sample.sampled_at
             if self.owner.on_sample is not None:
@@ -242,6 +313,10 @@ class LinkCollector:
                 got, refused = await self._read_part(gs, part, stamp)
                 values.update(got)
                 bad.update(refused)
+        return self._sample(values, bad, stamp)
+
+    @staticmethod
+    def _sample(values: dict[str, Any], bad: set[str], stamp: list[float]) -> Sample | None:
         if not values and not bad:
             return None
         sampled = stamp[0] or time.time()
@@ -254,10 +329,16 @@ class LinkCollector:
         try:
             return await self.link.run(gs.device, BACKGROUND, read_job(part, stamp)), set()
         except DeviceException:
-            stamp[0] = time.time()  # an exception reply is an answer too
-            if len(part) == 1:
-                return {}, set(part)
-        # a merged read was refused: read point by point, then remember the split
+            pass
+        return await self._split_part(gs, part, stamp)
+
+    async def _split_part(
+        self, gs: GroupState, part: list[str], stamp: list[float]
+    ) -> tuple[dict[str, Any], set[str]]:
+        """After the device refused the read of ``part``: point by point, and remember it."""
+        stamp[0] = time.time()  # an exception reply is an answer too
+        if len(part) == 1:
+            return {}, set(part)
         got: dict[str, Any] = {}
         refused: set[str] = set()
         for name in part:
@@ -408,15 +489,24 @@ class Telemetry:
             dev.id,
             dev.config.type,
             gs.group.name,
-            0,
+            self.seq[dev.id] + 1,
             report.sampled_at,
             report.values,
             snapshot=report.snapshot,
             quality=report.quality or None,
         )
-        for part in framing.split_mapping(msg, "values", self.max_frame):
+        text = framing.encode(msg)
+        if framing.text_size(text) <= self.max_frame:  # the usual case: encoded once, sent
             self.seq[dev.id] += 1
-            self.emit({**part, "seq": self.seq[dev.id]})
+            msg["_text"] = text
+            self.emit(msg)
+            return
+        for i, piece in enumerate(framing.split_mapping(msg, "values", self.max_frame)):
+            self.seq[dev.id] += 1
+            part = {**piece, "seq": self.seq[dev.id]}
+            if i:  # every part is a message of its own
+                part["messageId"] = self.factory.message_id()
+            self.emit(part)
 
     def _flush(self, gs: GroupState) -> None:
         self._flush_handles.pop(id(gs), None)

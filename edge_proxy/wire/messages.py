@@ -296,8 +296,12 @@ class MessageFactory:
         msg.update(fields)
         msg["timestamp"] = utc_timestamp()
         msg["version"] = VERSION
-        msg["messageId"] = f"{self._prefix}-{next(self._counter)}"
+        msg["messageId"] = self.message_id()
         return msg
+
+    def message_id(self) -> str:
+        """A new messageId, unique in this process and, by its random prefix, beyond."""
+        return f"{self._prefix}-{next(self._counter)}"
 
     def register(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -340,3 +341,33 @@ async def test_a_batch_read_keeps_each_targets_readable_points_and_names_the_ref
             assert results[dev]["result"]["errors"]["beyond"]["code"] == "DEVICE_EXCEPTION"
     finally:
         await srv.stop()
+
+
+async def test_a_cycle_larger_than_max_frame_is_sent_in_parts_each_a_message_of_its_own(
+    gateway: Gateway, edge_factory: EdgeFactory
+) -> None:
+    names = [f"a_rather_long_point_name_{i:03d}" for i in range(120)]
+    points = {n: {"table": "holding", "address": i} for i, n in enumerate(names)}
+    config = tree(
+        gateway,
+        {"s": {"driver": "simulated", "health_interval": "1h"}},
+        [{"id": "big", "link": "s"}],
+        [{"interval": "10s", "points": "*"}],
+        points,
+    )
+    config["gateway"]["max_frame"] = 1024
+    await edge_factory(make_config(config))
+    await poll_until(
+        lambda: sum(len(m["values"]) for m in telemetry_of(gateway, "big")) >= 120, 5, "a cycle"
+    )
+    parts = telemetry_of(gateway, "big")
+    assert len(parts) >= 4
+    assert [m["seq"] for m in parts] == list(range(1, len(parts) + 1))
+    assert len({m["messageId"] for m in parts}) == len(parts)
+    assert all(len(json.dumps(m, separators=(",", ":"))) <= 1024 for m in parts)
+    assert all(m["snapshot"] is True and m["sampledAt"] == parts[0]["sampledAt"] for m in parts)
+    got: dict[str, Any] = {}
+    for m in parts:
+        assert not got.keys() & m["values"].keys()
+        got.update(m["values"])
+    assert sorted(got) == sorted(names)
