@@ -228,6 +228,7 @@ class Engine:
         self.running[ref] = cs
         self.counts[f"accepted:{req.command_type}"] += 1
         ack = self.factory.ack(ref, "accepted", targets)
+        ack["_later"] = True  # queued now, written once the device request is out
         if self.journal is not None and not local:
             try:  # the ack waits in the outbox until this row is committed
                 ack["_ticket"] = self.journal.accepted(ref, req.callback, req.has_callback)

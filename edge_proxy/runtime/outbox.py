@@ -51,7 +51,7 @@ def drop_class(msg: dict[str, Any]) -> str:
     return "notice"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """One message in the outbox."""
 
@@ -97,6 +97,7 @@ class Outbox:
         #: called after each put: a live session writes what may be sent at once (else the
         #: sender task is woken)
         self.on_put: Callable[[], None] | None = None
+        self._later_due = False
 
     # ------------------------------------------------------------------ producers
 
@@ -122,7 +123,8 @@ class Outbox:
         """Queue a message, dropping others by policy if the bounds are reached.
 
         ``msg["_ticket"]``, when set, is the spool write to wait for before sending;
-        ``msg["_text"]``, when set, is the message already encoded.
+        ``msg["_text"]``, when set, is the message already encoded; ``msg["_later"]``, when
+        True, writes it at the end of the loop's turn rather than at once (an ``ack``).
         """
         ticket = msg.get("_ticket")
         ticket = ticket if isinstance(ticket, int) else 0
@@ -161,10 +163,38 @@ class Outbox:
         self.bytes += size
         self._empty.clear()
         if self.on_put is not None:
+            if msg.get("_later") is True:
+                self._write_later()
+                return
             self.on_put()
             if self._head() is None:
                 return  # written already: no need to wake the sender
         self._ready.set()
+
+    def _write_later(self) -> None:
+        """Hand the pending messages to the session at the end of this turn of the loop.
+
+        An ``ack`` is queued at once (so it stays ahead of its terminal) but written after
+        the work the same turn started: a command's device request leaves first and the
+        ``ack`` is written while the device answers. Anything put meanwhile without
+        ``_later`` writes everything before it, in order.
+        """
+        if self._later_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): write now
+            self._put_later()
+            return
+        self._later_due = True
+        loop.call_soon(self._put_later)
+
+    def _put_later(self) -> None:
+        self._later_due = False
+        if self.on_put is not None:
+            self.on_put()
+        if self._head() is not None:
+            self._ready.set()
 
     def _over(self, entry: Entry) -> bool:
         # Reserved room is not kept empty: a terminal of an accepted command evicts any other

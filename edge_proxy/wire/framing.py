@@ -29,7 +29,7 @@ def is_terminal(msg: dict[str, Any]) -> bool:
 
 
 # keys the runtime attaches to a message on its way to the outbox; never sent
-PRIVATE_KEYS = frozenset({"_text", "_ticket", "_spool_id", "_targets"})
+PRIVATE_KEYS = frozenset({"_text", "_ticket", "_spool_id", "_targets", "_later"})
 
 
 def encode(msg: dict[str, Any]) -> str:
@@ -43,6 +43,8 @@ def encode(msg: dict[str, Any]) -> str:
     except ValueError:  # NaN or infinity from a device: not JSON, sent as null
         msg = _finite(msg)
         text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, default=str)
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate echoed from Gateway input: escape it

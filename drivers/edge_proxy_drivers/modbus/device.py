@@ -13,7 +13,7 @@ from edge_proxy.config import DeviceConfig, PointConfig, ProfileConfig
 from edge_proxy.core import points as codec
 from edge_proxy.drivers import Device, Link, current_operation
 from edge_proxy.errors import DeviceException, DeviceTimeout
-from edge_proxy_drivers.modbus.client import Call, ModbusLink
+from edge_proxy_drivers.modbus.client import ModbusLink
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,14 @@ PLAN_CACHE = 256  # point lists whose read plan a device keeps
 
 #: Function codes by table, for reads.
 READ_FUNCTIONS: dict[str, int] = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
+
+#: The pymodbus client method of each read function code.
+READ_METHODS: dict[int, str] = {
+    1: "read_coils",
+    2: "read_discrete_inputs",
+    3: "read_holding_registers",
+    4: "read_input_registers",
+}
 
 #: The standard names of Modbus exception codes.
 EXCEPTION_NAMES: dict[int, str] = {
@@ -96,13 +104,10 @@ class ModbusDevice(Device):
         if self._broadcast():
             raise DeviceException(f"{what}: unit 0 is the broadcast address and cannot be read")
         unit = self.unit
-        calls: dict[int, Call] = {
-            1: lambda c: c.read_coils(address, count=count, device_id=unit),
-            2: lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
-            3: lambda c: c.read_holding_registers(address, count=count, device_id=unit),
-            4: lambda c: c.read_input_registers(address, count=count, device_id=unit),
-        }
-        response = await self.link.transaction(unit, calls[fc], what)
+        method = READ_METHODS[fc]
+        response = await self.link.transaction(
+            unit, lambda c: getattr(c, method)(address, count=count, device_id=unit), what
+        )
         assert response is not None
         self._check_error(response, fc, what)
         data = [int(b) for b in response.bits] if fc <= 2 else list(response.registers)
@@ -220,6 +225,7 @@ class ModbusDevice(Device):
                     await self._write_register(point.address, words[0])
                 else:
                     await self._write_registers(point.address, words)
-            log.debug(
-                "device %s: wrote %s = %r", self.config.id, name, value, extra=self._log_extra()
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "device %s: wrote %s = %r", self.config.id, name, value, extra=self._log_extra()
+                )
