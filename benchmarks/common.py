@@ -418,7 +418,10 @@ async def serve_helper(
 class Edge:
     """The edge-proxy daemon in a process of its own."""
 
-    def __init__(self, workdir: Path, tree: dict[str, Any], profile: str | None) -> None:
+    def __init__(
+        self, workdir: Path, tree: dict[str, Any], profile: str | None, loop: str = "auto"
+    ) -> None:
+        self.loop = loop  # edge-proxy run --loop
         self.config = workdir / "edge.yaml"
         self.log = workdir / "edge.log"
         self.clock = profile  # None, "wall" or "cpu"
@@ -436,7 +439,7 @@ class Edge:
 
     async def start(self) -> None:
         """Start the daemon (under cProfile when profiling)."""
-        run = ["edge_proxy", "run", "--config", str(self.config)]
+        run = ["edge_proxy", "run", "--config", str(self.config), "--loop", self.loop]
         if self.clock == "wall":
             argv = ["-m", "cProfile", "-o", str(self.stats), "-m", *run]
         elif self.clock == "cpu":
@@ -530,7 +533,7 @@ class Bench:
         """Start the daemon on ``tree`` (pointed at this Gateway) and wait for its REGISTER."""
         tree["gateway"]["url"] = self.gateway.url
         clock = self.args.profile_clock if self.args.profile else None
-        self.edge = Edge(self.workdir, tree, profile=clock)
+        self.edge = Edge(self.workdir, tree, profile=clock, loop=self.args.edge_loop)
         self.edge.save_to = getattr(self.args, "profile_save", None)
         await self.edge.start()
         assert self.edge.proc is not None
@@ -571,6 +574,7 @@ class Bench:
     def header(self) -> None:
         """The machine, and a warning when the numbers come from a profiled edge."""
         print(f"machine: {machine()}")
+        print(f"edge event loop: --loop {self.args.edge_loop} ({loop_in_use(self.args.edge_loop)})")
         if self.args.profile:
             print("(the edge ran under cProfile: its numbers are slowed down by it)")
 
@@ -589,6 +593,17 @@ class Bench:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def loop_in_use(choice: str) -> str:
+    """Which loop ``edge-proxy run --loop choice`` runs on here."""
+    if choice != "auto":
+        return choice
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio: uvloop is not installed"
+    return "uvloop"
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every benchmark has."""
     p = argparse.ArgumentParser(
@@ -603,6 +618,12 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--profile-save", metavar="FILE", help="also keep the raw profile (pstats) in FILE"
+    )
+    p.add_argument(
+        "--edge-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="the edge's event loop (edge-proxy run --loop; auto: uvloop when installed)",
     )
     p.add_argument("--smoke", action="store_true", help="tiny counts, a few seconds (for CI)")
     p.add_argument("--time-limit", type=float, default=600.0, help="give up after seconds")

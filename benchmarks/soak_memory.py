@@ -144,7 +144,7 @@ async def main() -> None:
             current, _ = tracemalloc.get_traced_memory()
             samples.append((sent, current / 1024))
     await asyncio.sleep(window + 0.5)  # let the dedup window empty once more
-    daemon.engine._expire_dedup()
+    daemon.engine.finished.expire()
     gc.collect()
     final = tracemalloc.get_traced_memory()[0] / 1024
     tracemalloc.stop()

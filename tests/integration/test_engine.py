@@ -1399,3 +1399,46 @@ async def test_message_over_max_message_size(gateway: Gateway, edge_factory: Edg
     await gateway.send(command("after", op="read", params={"points": ["mode"]}))
     assert (await gateway.terminal("after"))["result"] == {"values": {"mode": 1}}
     assert gateway.connections == 1
+
+
+# ================================================================ the last-resort guard
+
+
+class UntimedLink(RecordingLink):
+    """A recording link whose driver does not bound its own waits (``self_timed`` False)."""
+
+    self_timed: ClassVar[bool] = False
+
+
+class UntimedDriver(RecordingDriver):
+    """Registry entry of the untimed recording driver."""
+
+    name: ClassVar[str] = "recording-untimed"
+    link_class: ClassVar[type[Link]] = UntimedLink
+
+
+registry.register(UntimedDriver.name, UntimedDriver)
+
+
+async def test_an_operation_that_never_returns_is_ended_by_the_guard_and_the_link_goes_on(
+    gateway: Gateway, edge_factory: EdgeFactory
+) -> None:
+    """A driver that is not ``self_timed`` and never returns: the core's guard (4 x the
+    transaction timeout + 5 s + what was left of the deadline) ends the operation, the
+    command gets its one terminal, the connection is reset, and the next command runs."""
+    link = {**rec_link(), "driver": UntimedDriver.name, "timeout": "100ms"}
+    tree = make_tree(gateway, links={"untimed": link}, devices=[dev("u1", "untimed")])
+    await start(gateway, edge_factory, tree)
+    await online(gateway, "u1")
+    RECORDER.hold(lambda t: t.ref == "hang")  # never released: the driver hangs
+    await gateway.send(
+        command("hang", "u1", op="write", params={"values": {"mode": 3}}, timeout=200)
+    )
+    await RECORDER.wait(lambda t: t.ref == "hang")
+    term = await gateway.terminal("hang", timeout=15)
+    assert term["status"] == "timeout", term
+    (tx,) = RECORDER.of("hang")
+    assert tx.end is not None  # the hung operation was stopped, not left running
+    await gateway.send(command("next", "u1", op="write", params={"values": {"mode": 4}}))
+    assert (await exactly_one_terminal(gateway, "next"))["status"] == "completed"
+    await exactly_one_terminal(gateway, "hang")

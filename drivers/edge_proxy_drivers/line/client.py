@@ -47,7 +47,7 @@ import termios
 import time
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import serial_asyncio
 
@@ -97,8 +97,8 @@ class _LineProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport (only a serial transport calls this after open returns)."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport; uvloop's are not subclasses of asyncio.Transport, only alike
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         """Append to the buffer (discarding it all beyond ``limit``) and wake a waiting reader."""
