@@ -204,7 +204,7 @@ LOOPS = ("auto", "asyncio", "uvloop")
 def run_loop(main: Coroutine[Any, Any, int], loop: str = "auto") -> int:
     """Run ``main`` on the chosen event loop: ``uvloop`` (auto: when it is installed) or asyncio's.
 
-    uvloop runs the same code with the loop's own machinery in C: about a tenth less CPU per
+    uvloop runs the same code with the loop's own machinery in C: about 7 % less CPU per
     command (benchmarks/README.md). ``--loop uvloop`` without it installed is an error.
     """
     uvloop: Any = None

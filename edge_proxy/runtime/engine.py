@@ -168,12 +168,8 @@ class Engine:
 
     def _reject(self, req: protocol.CommandRequest, exc: RequestError) -> None:
         self.counts[f"rejected:{exc.code}"] += 1
-        log.info(
-            "command rejected: %s: %s",
-            exc.code,
-            exc.message,
-            extra={"request_ref": req.request_ref},
-        )
+        extra = {"request_ref": req.request_ref}
+        log.info("command rejected: %s: %s", exc.code, exc.message, extra=extra)
         self.emit(
             self.factory.error(
                 exc.code,
@@ -236,17 +232,14 @@ class Engine:
                 self.counts["spool_failures"] += 1
                 log.exception("spool: cannot record the command", extra={"request_ref": ref})
             self.emit(ack)
-        else:
-            # built and sent at the end of this turn of the loop, once the device request
-            # that the link's worker sends first is out; a progress update, terminal or
-            # duplicate ack of this command sent before then sends it first
+        else:  # sent at the end of this turn, after the device request (see _send_ack)
             cs.ack_due = True
             loop.call_soon(self._send_ack, cs)
         cs.deadline_handle = loop.call_at(ctx.deadline or 0.0, self.abort, cs, "timeout")
         self.executor.start(cs, plan, self._finish)
 
     def _send_ack(self, cs: CommandState) -> None:
-        """Send a command's ``accepted`` ack, once; before anything else about the command."""
+        """Send a command's ``accepted`` ack once: at the end of its turn, or first of all."""
         if cs.ack_due:
             cs.ack_due = False
             self.emit(self.factory.ack(cs.request.request_ref, "accepted", cs.targets))
@@ -332,8 +325,7 @@ class Engine:
         )
         self.running.pop(req.request_ref, None)
         self.counts[f"terminal:{req.command_type}:{status}"] += 1
-        # a line per command only at DEBUG: at INFO the hot path would pay for it; what went
-        # wrong (a failure, a timeout) stays at INFO
+        # a line per command at DEBUG only (the hot path); failures and timeouts at INFO
         log.log(
             logging.DEBUG if status in ("completed", "partial") else logging.INFO,
             "command %s %s %s in %d ms",

@@ -279,3 +279,33 @@ async def test_sigterm_finishes_in_flight_then_closes_1001(
             proc.wait()
         _out, errs = proc.communicate()
     assert b"Traceback" not in errs
+
+
+async def test_the_ack_comes_first_when_frames_of_one_command_share_a_turn_of_the_loop(
+    gateway: Gateway, edge: Daemon
+) -> None:
+    """Frames read in one go are handled in one turn of the loop: the ``ack`` still comes
+    before the duplicate's ack, before the terminal, before everything else of the command."""
+    read = command("burst", "pillar-001", op="read", params={"points": ["brightness"]})
+    edge.engine.handle_frame(json.dumps(read))
+    edge.engine.handle_frame(json.dumps(read))  # a duplicate in the same turn
+    await gateway.wait(
+        lambda f: f.get("requestRef") == "burst" and f["type"] == "command_response", count=2
+    )
+    frames = [(f["type"], f.get("status")) for f in gateway.of("burst")]
+    assert frames == [
+        ("ack", "accepted"),
+        ("ack", "duplicate"),
+        ("command_response", "completed"),
+        ("command_response", "completed"),
+    ], frames
+
+    # a command cancelled in the turn it was accepted in ends at once: its ack goes first
+    write = command("gone", "pillar-slow", op="write", params={"values": {"mode": 7}})
+    edge.engine.handle_frame(json.dumps(write))
+    edge.engine.handle_frame(json.dumps({"type": "CANCEL", "requestRef": "gone"}))
+    term = await gateway.terminal("gone")
+    assert [f["type"] for f in gateway.of("gone")] == ["ack", term["type"]]
+    assert gateway.of("gone")[0]["status"] == "accepted"
+    assert term["status"] != "completed"
+    assert sim_values(edge, "pillar-slow")["mode"] != 7  # never reached the device
