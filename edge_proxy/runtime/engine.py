@@ -223,31 +223,21 @@ class Engine:
             link.reserved += 1
         self.running[ref] = cs
         self.counts[f"accepted:{req.command_type}"] += 1
+        ack = self.factory.ack(ref, "accepted", targets)
+        ack["_later"] = True  # queued now, written once the device request is out
         if self.journal is not None and not local:
-            ack = self.factory.ack(ref, "accepted", targets)
-            ack["_later"] = True  # queued now, written once the device request is out
             try:  # the ack waits in the outbox until this row is committed
                 ack["_ticket"] = self.journal.accepted(ref, req.callback, req.has_callback)
             except Exception:
                 self.counts["spool_failures"] += 1
                 log.exception("spool: cannot record the command", extra={"request_ref": ref})
-            self.emit(ack)
-        else:  # sent at the end of this turn, after the device request (see _send_ack)
-            cs.ack_due = True
-            loop.call_soon(self._send_ack, cs)
+        self.emit(ack)
         cs.deadline_handle = loop.call_at(ctx.deadline or 0.0, self.abort, cs, "timeout")
         self.executor.start(cs, plan, self._finish)
-
-    def _send_ack(self, cs: CommandState) -> None:
-        """Send a command's ``accepted`` ack once: at the end of its turn, or first of all."""
-        if cs.ack_due:
-            cs.ack_due = False
-            self.emit(self.factory.ack(cs.request.request_ref, "accepted", cs.targets))
 
     def _duplicate(self, ref: str, req: protocol.CommandRequest) -> bool:
         cs = self.running.get(ref)
         if cs is not None:
-            self._send_ack(cs)  # the first ack goes before the duplicate's
             cs.duplicates += 1
             self.emit(self.factory.ack(ref, "duplicate", cs.targets))
             return True
@@ -286,7 +276,6 @@ class Engine:
             cs.progress_handle.cancel()
             cs.progress_handle = None
         cs.progress_pending = None
-        self._send_ack(cs)
         cs.progress_last = time.monotonic()
         cs.progress_sent = update[0]
         self.emit(self.factory.progress(cs.request.request_ref, *update))
@@ -301,7 +290,6 @@ class Engine:
     ) -> None:
         if cs.finished:
             return
-        self._send_ack(cs)  # a command that ends in the turn it was accepted in
         if cs.progress_handle is not None:
             cs.progress_handle.cancel()
             cs.progress_handle = None

@@ -53,9 +53,6 @@ class CommandState:
     task: asyncio.Task[None] | None = None
     deadline_handle: asyncio.TimerHandle | None = None
     duplicates: int = 0
-    #: accepted, its ack not yet sent (it goes out at the end of the turn, or before anything
-    #: else about the command)
-    ack_due: bool = False
     finished: bool = False
     progress_sent: int = -1
     progress_last: float = 0.0
