@@ -467,6 +467,14 @@ class Edge:
             self.proc.kill()
             await self.proc.wait()
 
+    def event_loop(self) -> str:
+        """The event loop the daemon says it runs on (a line of its log at start-up)."""
+        if self.log.exists():
+            for line in self.log.read_text(errors="replace").splitlines():
+                if "event loop: " in line:
+                    return line.split("event loop: ", 1)[1].strip()
+        return "not in its log"
+
     def log_tail(self, lines: int = 30) -> str:
         """The end of the daemon's log."""
         if not self.log.exists():
@@ -574,7 +582,8 @@ class Bench:
     def header(self) -> None:
         """The machine, and a warning when the numbers come from a profiled edge."""
         print(f"machine: {machine()}")
-        print(f"edge event loop: --loop {self.args.edge_loop} ({loop_in_use(self.args.edge_loop)})")
+        loop = self.edge.event_loop() if self.edge is not None else "not started"
+        print(f"edge event loop: {loop} (--loop {self.args.edge_loop})")
         if self.args.profile:
             print("(the edge ran under cProfile: its numbers are slowed down by it)")
 
@@ -591,17 +600,6 @@ class Bench:
                 self.edge.print_profile()
         finally:  # also when printing fails (a closed pipe)
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def loop_in_use(choice: str) -> str:
-    """Which loop ``edge-proxy run --loop choice`` runs on here."""
-    if choice != "auto":
-        return choice
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio: uvloop is not installed"
-    return "uvloop"
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:

@@ -232,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     _setup_logging(args, config)
     try:
-        return run_loop(run_daemon(config, path=args.config), getattr(args, "loop", "auto"))
+        return run_loop(run_daemon(config, path=args.config), args.loop)
     except Exception:  # a bug, not the config: say so in the log (secrets redacted)
         log.critical("edge-proxy stopped on an unexpected error", exc_info=True)
         return 1

@@ -162,10 +162,14 @@ class Outbox:
         self.count += 1
         self.bytes += size
         self._empty.clear()
+        if self.on_put is not None and msg.get("_later") is True:
+            self._write_later()
+        else:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Let a live session write what may be sent now; wake the sender for the rest."""
         if self.on_put is not None:
-            if msg.get("_later") is True:
-                self._write_later()
-                return
             self.on_put()
             if self._head() is None:
                 return  # written already: no need to wake the sender
@@ -191,10 +195,7 @@ class Outbox:
 
     def _put_later(self) -> None:
         self._later_due = False
-        if self.on_put is not None:
-            self.on_put()
-        if self._head() is not None:
-            self._ready.set()
+        self._hand_over()
 
     def _over(self, entry: Entry) -> bool:
         # Reserved room is not kept empty: a terminal of an accepted command evicts any other
